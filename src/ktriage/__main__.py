@@ -1,0 +1,5 @@
+import sys
+
+from ktriage.cli import main
+
+sys.exit(main())

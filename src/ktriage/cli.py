@@ -1,0 +1,101 @@
+"""Command line: ``main(argv) -> int`` is the only place errors become exit codes.
+
+Data goes to stdout; progress, logs and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+
+from ktriage import __version__
+from ktriage.errors import KtriageError, StoreError, UsageError
+from ktriage.render.rows import FORMATS, write_rows
+from ktriage.store.sqlite import open_readonly
+
+log = logging.getLogger("ktriage")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _ring_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    try:
+        value = int(text[:-1]) * units[text[-1].lower()] if text[-1:].lower() in units else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 16M)") from None
+    if value < 4096 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a power of two of at least 4K")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
+    p.add_argument("--version", action="version", version=f"ktriage {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    rec = sub.add_parser("record", help="record this host's kernel events into a database")
+    rec.add_argument("--db", default="ktriage.db", help="SQLite database file (created or migrated, never dropped)")
+    rec.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: Ctrl-C)")
+    rec.add_argument("--pid", type=int, nargs="+", default=[], metavar="PID",
+                     help="only these processes and their descendants")
+    rec.add_argument("--ring-size", type=_ring_size, default=16 << 20, metavar="BYTES",
+                     help="BPF ring buffer size, power of two (default 16M)")
+    rec.add_argument("--summary-interval", type=_positive_float, default=10.0, metavar="S",
+                     help="seconds between summary lines when stderr is not a terminal")
+
+    q = sub.add_parser("query", help="run a read-only SQL query on a database")
+    q.add_argument("--db", default="ktriage.db", help="SQLite database file")
+    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("sql", help="the SQL statement")
+    return p
+
+
+def _record(args: argparse.Namespace) -> int:
+    from ktriage.record import RecordOptions, Recorder  # the sensor stack loads only when recording
+
+    options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
+                            summary_interval=args.summary_interval)
+    return Recorder(options).run()
+
+
+def _query(args: argparse.Namespace) -> int:
+    db = open_readonly(args.db)
+    try:
+        cur = db.execute(args.sql)
+    except sqlite3.Error as exc:
+        raise UsageError(f"query failed: {exc}") from exc
+    columns = [d[0] for d in cur.description or ()]
+    if columns:
+        try:
+            write_rows(sys.stdout, args.format, columns, cur)
+        except sqlite3.Error as exc:
+            raise StoreError(f"query failed while reading rows: {exc}") from exc
+    return 0
+
+
+_COMMANDS = {"record": _record, "query": _query}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="ktriage: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return _COMMANDS[args.command](args)
+    except KtriageError as exc:
+        print(f"ktriage: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,68 @@
+"""Process table: the executable path of every live process, for enrichment.
+
+Seeded from /proc at start, then kept current from the event stream itself
+(exec sets, fork inherits, exit forgets), so short-lived processes are named
+even after they are gone. A miss falls back to /proc/PID/exe once.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def read_exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self.images: dict[int, str] = {}
+        self.misses = 0
+
+    def seed_from_proc(self) -> None:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                exe = read_exe(int(name))
+                if exe:
+                    self.images[int(name)] = exe
+
+    def image(self, pid: int) -> str:
+        found = self.images.get(pid)
+        if found is None:
+            self.misses += 1
+            found = self.images[pid] = read_exe(pid)
+        return found
+
+    def on_exec(self, pid: int, path: str) -> None:
+        self.images[pid] = path
+
+    def on_fork(self, parent: int, child: int) -> None:
+        self.images[child] = self.image(parent)
+
+    def on_exit(self, pid: int) -> None:
+        self.images.pop(pid, None)
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """The given pids and every live process below them, from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = set(roots), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found

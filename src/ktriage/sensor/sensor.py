@@ -1,0 +1,151 @@
+"""The live kernel sensor: build, load, configure and attach the BPF programs,
+then hand out raw ring-buffer records.
+
+Only attach types the start-up probe found working are used: the sched
+programs come as ``tp_btf_*`` and ``raw_tp_*`` twins and one flavour is loaded;
+syscall tracepoints this kernel does not have are left out (and logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ktriage.errors import SetupError
+from ktriage.sensor import build, layouts, tracefs
+from ktriage.sensor.libbpf import BpfObject, RingBuffer, possible_cpus
+from ktriage.sensor.probe import ProbeResult, probe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RING_BYTES = 16 << 20
+_U32 = struct.Struct("<I")
+
+
+@dataclass
+class SensorOptions:
+    ring_bytes: int = DEFAULT_RING_BYTES
+    pids: set[int] = field(default_factory=set)  # empty: the whole host
+
+
+def _sched_flavour(result: ProbeResult) -> str:
+    for flavour in ("tp_btf", "raw_tp"):
+        if result.works[flavour]:
+            return flavour
+    raise SetupError("neither BTF nor raw tracepoints can be attached on this kernel")
+
+
+class Sensor:
+    def __init__(self, options: SensorOptions) -> None:
+        if options.ring_bytes < 4096 or options.ring_bytes & (options.ring_bytes - 1):
+            raise SetupError(f"ring buffer size {options.ring_bytes} is not a power of two >= 4096")
+        self.options = options
+        self.obj: BpfObject | None = None
+        self.ring: RingBuffer | None = None
+        self.probe: ProbeResult | None = None
+        self.skipped: list[str] = []
+
+    def start(self) -> None:
+        events_dir = tracefs.ensure_mounted() / "events"
+        self.probe = probe()
+        if not self.probe.works["tracepoint"]:
+            raise SetupError(f"tracepoints cannot be attached: {self.probe.reasons['tracepoint']}")
+        flavour = _sched_flavour(self.probe)
+        obj = self.obj = BpfObject(build.build("ktriage"))
+        obj.map("events").set_max_entries(self.options.ring_bytes)
+        obj.set_autoload(lambda name: self._wanted(name, flavour, events_dir))
+        obj.load()
+        self.configure(calib_tid=0)
+        for pid in self.options.pids:
+            obj.map("targets").update(_U32.pack(pid), _U32.pack(0))
+        obj.attach_loaded()
+        self.ring = RingBuffer(obj.map("events"))
+        log.info("sensor attached: %d programs (%s), skipped: %s", len(obj.links), flavour,
+                 ", ".join(self.skipped) or "none")
+
+    def _wanted(self, name: str, flavour: str, events_dir: Path) -> bool:
+        if name.startswith(("tp_btf_", "raw_tp_")):
+            return name.startswith(flavour + "_")
+        if name.startswith("sys_exit_") and not (events_dir / "syscalls" / name).is_dir():
+            self.skipped.append(name)
+            return False
+        return True
+
+    def configure(self, calib_tid: int) -> None:
+        assert self.obj is not None
+        value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(self.options.pids)), 0)
+        self.obj.map("kt_cfg").update(_U32.pack(0), value)
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        assert self.ring is not None
+        return self.ring.poll(timeout_ms)
+
+    def counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        """BPF-side (sent, lost) per family, summed over CPUs."""
+        assert self.obj is not None
+        ncpu, size = possible_cpus(), layouts.STATS_STRUCT.size
+        raw = self.obj.map("stats").lookup(_U32.pack(0), size * ncpu) or b""
+        nfam = len(layouts.FAMILIES)
+        sent, lost = dict.fromkeys(layouts.FAMILIES, 0), dict.fromkeys(layouts.FAMILIES, 0)
+        for cpu in range(len(raw) // size):
+            values = layouts.STATS_STRUCT.unpack_from(raw, cpu * size)
+            for i, fam in enumerate(layouts.FAMILIES):
+                sent[fam] += values[i]
+                lost[fam] += values[nfam + i]
+        return sent, lost
+
+    def close(self) -> None:
+        if self.ring:
+            self.ring.close()
+            self.ring = None
+        if self.obj:
+            self.obj.close()
+            self.obj = None
+
+
+def calibrate_created_bit(sensor: Sensor, workdir: str) -> tuple[int, list[bytes]]:
+    """Learn which f_mode bit means "this open created the file" (it moved
+    between kernel versions) by creating a file and re-opening it ourselves.
+
+    Returns the bit (0 if it could not be learned) and every record polled
+    meanwhile (the two calibration opens included), which the caller must
+    still process so that the counters add up.
+    """
+    path = os.path.join(workdir, ".ktriage-calibrate")
+    sensor.configure(calib_tid=threading.get_native_id())
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    finally:
+        sensor.configure(calib_tid=0)
+        os.unlink(path)
+    fmodes, polled = _poll_own_fmodes(sensor, path)
+    if len(fmodes) != 2:
+        log.warning("f_mode calibration saw %d of 2 opens: file creation reported as open_write", len(fmodes))
+        return 0, polled
+    diff = fmodes[0] & ~fmodes[1]
+    if bin(diff).count("1") != 1:
+        log.warning("f_mode calibration ambiguous (%#x vs %#x)", fmodes[0], fmodes[1])
+        return 0, polled
+    return diff, polled
+
+
+def _poll_own_fmodes(sensor: Sensor, path: str) -> tuple[list[int], list[bytes]]:
+    layout = layouts.BY_NAME["file"]
+    kind, names = layout.kind.to_bytes(2, "little"), layout.field_names()
+    fmodes: list[int] = []
+    polled: list[bytes] = []
+    for _ in range(40):
+        for raw in sensor.poll(50):
+            polled.append(raw)
+            rec = dict(zip(names, layout.struct.unpack_from(raw))) if raw[16:18] == kind else None
+            if rec and rec["pid"] == os.getpid():
+                if raw[layout.size:layout.size + rec["path_len"]].endswith(os.path.basename(path).encode()):
+                    fmodes.append(rec["fmode"])
+        if len(fmodes) >= 2:
+            break
+    return fmodes, polled

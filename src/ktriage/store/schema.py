@@ -1,0 +1,44 @@
+"""The database schema, derived from the event model.
+
+One table per family (Kernel Whisperer's tables: process ~ Process,
+image ~ ImageLoads, file ~ File, network ~ Network), every one with the common
+columns, plus ``meta`` (schema version), ``runs`` (one row per recording or
+ingest) and ``stats`` (per-run counters: sent, lost, dropped, written).
+
+Migration is additive: missing tables, columns and indexes are created; nothing
+is ever dropped. SQL text is built only from these declared identifiers; values
+always travel as parameters.
+"""
+
+from __future__ import annotations
+
+from ktriage.model.families import FAMILIES, columns
+
+SCHEMA_VERSION = 1
+
+BOOKKEEPING = {
+    "meta": "key TEXT PRIMARY KEY, value TEXT",
+    "runs": ("id INTEGER PRIMARY KEY, host TEXT, source TEXT, started INTEGER, ended INTEGER, "
+             "kernel TEXT, version TEXT, command TEXT, probe TEXT"),
+    "stats": "run_id INTEGER, stage TEXT, family TEXT, counter TEXT, value INTEGER",
+}
+
+INDEXES = {family: (("ts",), ("pid", "ts")) for family in FAMILIES}
+
+
+def event_tables() -> dict[str, list[tuple[str, str]]]:
+    """table -> [(column, sqltype)] for every event family."""
+    return {family: [(c.name, c.sqltype) for c in columns(family)] for family in FAMILIES}
+
+
+def create_table_sql(table: str, cols: list[tuple[str, str]]) -> str:
+    body = ", ".join(f"{name} {sqltype}" for name, sqltype in cols)
+    return f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, {body})"
+
+
+def index_sql(table: str, cols: tuple[str, ...]) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(cols)} ON {table} ({', '.join(cols)})"
+
+
+def insert_sql(table: str, cols: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"

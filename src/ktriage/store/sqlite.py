@@ -1,0 +1,137 @@
+"""SQLite store: WAL mode, one writer, batched inserts, readers alongside.
+
+An existing database is opened and migrated, never dropped or overwritten; a
+path that exists but is not a SQLite database is refused untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ktriage.errors import StoreError
+from ktriage.store import schema
+
+log = logging.getLogger(__name__)
+_MAGIC = b"SQLite format 3\0"
+
+
+def check_writable_path(path: Path) -> None:
+    """Raise StoreError (one line, naming the path) unless path can hold a database."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(_MAGIC))
+        if head and head != _MAGIC:
+            raise StoreError(f"{path} exists and is not a SQLite database: refusing to touch it")
+        if not os.access(path, os.W_OK):
+            raise StoreError(f"{path} is not writable")
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise StoreError(f"cannot create {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create {path}: directory {parent} is not writable")
+
+
+class SqliteStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        check_writable_path(self.path)
+        try:
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
+        self._insert = {t: schema.insert_sql(t, cols) for t, cols in self._columns.items()}
+
+    def _migrate(self) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, body in schema.BOOKKEEPING.items():
+                db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = int(row[0]) if row else 0
+            if found > schema.SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {found} is newer than this ktriage supports "
+                                 f"({schema.SCHEMA_VERSION})")
+            for table, cols in schema.event_tables().items():
+                self._migrate_table(table, cols)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                       (str(schema.SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _migrate_table(self, table: str, cols: list[tuple[str, str]]) -> None:
+        self.db.execute(schema.create_table_sql(table, cols))
+        have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        for name, sqltype in cols:
+            if name not in have:
+                log.info("migrating %s: adding column %s.%s", self.path, table, name)
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
+        for index in schema.INDEXES.get(table, ()):
+            self.db.execute(schema.index_sql(table, index))
+
+    def insert(self, events: Iterable[dict[str, Any]]) -> int:
+        """Insert a batch in one transaction; returns the number of rows written."""
+        by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for ev in events:
+            cols = self._columns[ev["family"]]
+            by_table[ev["family"]].append(tuple(ev.get(c) for c in cols))
+        written = 0
+        self.db.execute("BEGIN")
+        try:
+            for table, rows in by_table.items():
+                self.db.executemany(self._insert[table], rows)
+                written += len(rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return written
+
+    def begin_run(self, host: str, source: str, kernel: str, version: str, command: str, probe: dict[str, Any]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (host, source, started, kernel, version, command, probe) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (host, source, time.time_ns(), kernel, version, command, json.dumps(probe)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int, counters: list[tuple[str, str, str, int]]) -> None:
+        """counters: (stage, family, counter, value) rows."""
+        self.db.execute("BEGIN")
+        self.db.execute("UPDATE runs SET ended = ? WHERE id = ?", (time.time_ns(), run_id))
+        self.db.executemany("INSERT INTO stats (run_id, stage, family, counter, value) VALUES (?, ?, ?, ?, ?)",
+                            [(run_id, *row) for row in counters])
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"{p}: no such database file")
+    try:
+        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        db.execute("PRAGMA query_only=1")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{p}: {exc}") from exc
+    return db

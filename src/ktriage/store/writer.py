@@ -1,0 +1,42 @@
+"""The store's single writer thread: drains a bus subscription in batches."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+
+from ktriage.bus import Subscription
+from ktriage.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+class StoreWriter(threading.Thread):
+    def __init__(self, store: SqliteStore, sub: Subscription, interval: float = 0.2) -> None:
+        super().__init__(name="ktriage-store", daemon=True)
+        self.store = store
+        self.sub = sub
+        self.interval = interval
+        self.written = 0
+        self.failed = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        while True:
+            events = self.sub.take(self.interval)
+            if events:
+                self._write(events)
+            elif self.sub.closed:
+                return
+
+    def _write(self, events: list[dict]) -> None:
+        if self.error is not None:
+            self.failed += len(events)
+            return
+        try:
+            self.written += self.store.insert(events)
+        except sqlite3.Error as exc:
+            self.error = f"{self.store.path}: {exc}"
+            self.failed += len(events)
+            log.error("store write failed, recording stops storing: %s", self.error)
