@@ -1,0 +1,93 @@
+"""Shared fixtures: a real `ktriage record` process and the behaviour generators.
+
+Tests that load BPF programs need root; run the suite with `sudo scripts/test`.
+They fail (not skip) without root, so a green run always means they ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+READY = "ktriage: recording"
+
+
+def ktriage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ktriage", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def generate(name: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "ktriage.selftest.generators", name, *args],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Recording:
+    """A `ktriage record` child process writing to db."""
+
+    def __init__(self, db: Path, *args: str) -> None:
+        self.db = db
+        self.proc = subprocess.Popen([sys.executable, "-m", "ktriage", "record", "--db", str(db),
+                                      "--summary-interval", "1", *args],
+                                     stderr=subprocess.PIPE, text=True)
+        self.stderr_lines: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.stderr_lines.append(line)
+            if line.startswith(READY):
+                return
+        self.proc.kill()
+        raise AssertionError("recorder did not start:\n" + "".join(self.stderr_lines) + self.proc.stderr.read())
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        """Stop the recorder; returns the rest of its stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rest = self.proc.stderr.read()
+        self.proc.wait(timeout=60)
+        self.stderr_lines.append(rest)
+        return rest
+
+    def rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def wait_rows(self, sql: str, params: tuple = (), count: int = 1, timeout: float = 15) -> list[sqlite3.Row]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.rows(sql, params)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test loads BPF programs and needs root: run the suite with `sudo scripts/test`")
+
+
+@pytest.fixture(scope="session")
+def host_recording(root: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+    """One whole-host recording shared by the family tests."""
+    rec = Recording(tmp_path_factory.mktemp("host") / "host.db")
+    yield rec
+    rec.stop()
