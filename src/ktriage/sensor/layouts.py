@@ -256,4 +256,9 @@ def c_header() -> str:
         lines += [f"\t{f.c_decl()}" for f in layout.all_fields()]
         lines.append("};")
         lines.append("")
+    # Referenced by one global pointer so that every layout lands in the object's
+    # BTF, where tests/test_layouts.py compares it with the Python offsets.
+    lines.append("struct kt_all_records {")
+    lines += [f"\tstruct {layout.c_name} {layout.name};" for layout in LAYOUTS]
+    lines.append("};")
     return "\n".join(lines)

@@ -89,6 +89,7 @@ struct {
 } targets SEC(".maps");
 
 __u64 seq_counter = 0;
+struct kt_all_records *kt_btf_anchor; /* keeps every record layout in the BTF */
 
 static __always_inline struct kt_config *cfg(void)
 {

@@ -1,0 +1,41 @@
+"""`record --pid`: only the targets and their descendants reach user space."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import Recording, generate
+
+pytestmark = pytest.mark.root
+
+TARGET = ("import subprocess, sys\n"
+          "sys.stdin.readline()\n"
+          "subprocess.run(['/bin/sh', '-c', '/bin/sh -c \"/bin/true grandchild\"; exit 3'])\n")
+
+
+def test_pid_set_follows_descendants_and_excludes_others(root: None, tmp_path) -> None:
+    target = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, text=True)
+    rec = Recording(tmp_path / "target.db", "--pid", str(target.pid))
+    try:
+        unrelated = generate("file", str(tmp_path))
+        target.communicate("go\n", timeout=30)
+        rows = rec.wait_rows("SELECT * FROM process WHERE action='exec' AND cmdline='/bin/true grandchild'")
+        rec.wait_rows("SELECT 1 FROM process WHERE action='exit' AND pid=?", (target.pid,))
+    finally:
+        rec.stop()
+    assert len(rows) == 1
+    grandchild = rows[0]
+    child = rec.rows("SELECT * FROM process WHERE action='fork' AND child_pid=?", (grandchild["ppid"],))
+    assert len(child) == 1, "the child that forked the grandchild is recorded too"
+    assert rec.rows("SELECT count(*) AS n FROM file WHERE pid=?", (unrelated["pid"],))[0]["n"] == 0
+    pids = {r["pid"] for t in ("process", "thread", "image", "file", "network")
+            for r in rec.rows(f"SELECT DISTINCT pid FROM {t}")}
+    assert unrelated["pid"] not in pids
+    tree = {target.pid}
+    for fork in rec.rows("SELECT pid, child_pid FROM process WHERE action='fork' ORDER BY seq"):
+        if fork["pid"] in tree:
+            tree.add(fork["child_pid"])
+    assert target.pid in pids and pids <= tree, "every recorded process descends from the target"
