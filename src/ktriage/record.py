@@ -106,6 +106,8 @@ class Recorder:
 
     def _loop(self, sensor: Sensor, decoder: Decoder, bus: Bus, writer: StoreWriter, stop: _Stop) -> None:
         who = f"pids {sorted(sensor.options.pids)} and their children" if sensor.options.pids else "this host"
+        assert sensor.probe is not None
+        print(f"ktriage: kernel {platform.release()}: {sensor.probe.summary()}", file=self.err)
         print(f"ktriage: recording {who} into {self.options.db} (Ctrl-C to stop)", file=self.err, flush=True)
         start = last = time.monotonic()
         deadline = start + self.options.duration if self.options.duration else None
