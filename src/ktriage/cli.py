@@ -39,6 +39,39 @@ def _ring_size(text: str) -> int:
     return value
 
 
+STREAM_ALIASES = {"handle": "access"}  # the seed's stream name
+
+
+def _streams(text: str) -> frozenset[str]:
+    from ktriage.sensor.layouts import FAMILIES
+
+    names = {STREAM_ALIASES.get(n.strip(), n.strip()) for n in text.split(",") if n.strip()}
+    if not names:
+        raise argparse.ArgumentTypeError("no stream named")
+    unknown = sorted(names - set(FAMILIES) - {"all"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stream {', '.join(unknown)} (streams: {','.join(FAMILIES)})")
+    return frozenset(FAMILIES) if "all" in names else frozenset(names)
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--streams", type=_streams, default=None, metavar="LIST",
+                   help="families to report, comma-separated (default all): process,thread,image,file,network,"
+                        "access,memory,module,api,signal")
+    p.add_argument("--depth", type=_depth, default=0xFFFFFFFF, metavar="N",
+                   help="follow children of a target this many generations down (default: all)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
     p.add_argument("--version", action="version", version=f"ktriage {__version__}")
@@ -54,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="BPF ring buffer size, power of two (default 16M)")
     rec.add_argument("--summary-interval", type=_positive_float, default=10.0, metavar="S",
                      help="seconds between summary lines when stderr is not a terminal")
+    _target_options(rec)
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
     q.add_argument("--db", default="ktriage.db", help="SQLite database file")
@@ -66,7 +100,9 @@ def _record(args: argparse.Namespace) -> int:
     from ktriage.record import RecordOptions, Recorder  # the sensor stack loads only when recording
 
     options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
-                            summary_interval=args.summary_interval)
+                            summary_interval=args.summary_interval, max_depth=args.depth)
+    if args.streams is not None:
+        options.families = args.streams
     return Recorder(options).run()
 
 

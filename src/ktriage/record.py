@@ -25,7 +25,7 @@ from ktriage.errors import SetupError, UsageError
 from ktriage.sensor import layouts
 from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
 from ktriage.sensor.procs import ProcessTable, descendants
-from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit
+from ktriage.sensor.sensor import ALL_FAMILIES, Sensor, SensorOptions, calibrate_created_bit
 from ktriage.store.sqlite import SqliteStore
 from ktriage.store.writer import StoreWriter
 
@@ -40,13 +40,16 @@ class RecordOptions:
     pids: list[int] = field(default_factory=list)
     ring_bytes: int = 16 << 20
     summary_interval: float = 10.0
+    families: frozenset[str] = ALL_FAMILIES
+    max_depth: int = 0xFFFFFFFF
 
 
-def check_pids(pids: list[int]) -> set[int]:
+def check_pids(pids: list[int]) -> dict[int, int]:
+    """The live targets: the pids and their descendants, with their generation."""
     for pid in pids:
         if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
             raise UsageError(f"--pid {pid}: no such process")
-    return descendants(set(pids)) if pids else set()
+    return descendants(set(pids)) if pids else {}
 
 
 class _Stop:
@@ -69,9 +72,11 @@ class Recorder:
     def run(self) -> int:
         if os.geteuid() != 0:
             raise SetupError("recording needs root (BPF programs): run it with sudo")
-        pids = check_pids(self.options.pids)
-        store = SqliteStore(self.options.db)
-        sensor = Sensor(SensorOptions(ring_bytes=self.options.ring_bytes, pids=pids))
+        o = self.options
+        pids = check_pids(o.pids)
+        store = SqliteStore(o.db)
+        sensor = Sensor(SensorOptions(ring_bytes=o.ring_bytes, pids=pids, families=o.families,
+                                      max_depth=o.max_depth))
         try:
             sensor.start()
             return self._record(store, sensor)
@@ -84,7 +89,7 @@ class Recorder:
         procs.seed_from_proc()
         with tempfile.TemporaryDirectory(prefix="ktriage-") as tmp:
             created_bit, early = calibrate_created_bit(sensor, tmp)
-        decoder = Decoder(self.host, procs, boot_to_epoch_offset(), created_bit)
+        decoder = Decoder(self.host, procs, boot_to_epoch_offset(), created_bit, self.options.families)
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", STORE_QUEUE_EVENTS))
         assert sensor.probe is not None

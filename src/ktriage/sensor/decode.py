@@ -17,7 +17,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ktriage.sensor import decode_security
 from ktriage.sensor.layouts import BY_KIND, FILE_OPS, IMAGE_HOW, NET_OPS, Layout
+from ktriage.sensor.origin import MapsCache
 from ktriage.sensor.procs import ProcessTable
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,12 @@ def _addr(af: int, raw: bytes) -> str | None:
 
 
 class Decoder:
-    def __init__(self, host: str, procs: ProcessTable, clock_offset: int, created_bit: int = 0) -> None:
+    def __init__(self, host: str, procs: ProcessTable, clock_offset: int, created_bit: int = 0,
+                 families: frozenset[str] | None = None) -> None:
         self.host = host
         self.procs = procs
+        self.maps = MapsCache()
+        self.families = families  # None: all; else derived events outside it are not produced
         self.clock_offset = clock_offset
         self.created_bit = created_bit
         self.errors = 0
@@ -59,6 +64,8 @@ class Decoder:
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "thread": self._thread,
             "image": self._image, "file": self._file, "net": self._net,
         }
+        for name, build in decode_security.BUILDERS.items():
+            self._builders[name] = lambda rec, s, ev, build=build: build(self, rec, s, ev)
 
     def decode_many(self, raws: list[bytes]) -> list[Event]:
         out: list[Event] = []
@@ -100,7 +107,7 @@ class Decoder:
             "truncated": ",".join(trunc) or None,
         }
 
-    def _enrich(self, ev: Event) -> Event:
+    def enrich(self, ev: Event) -> Event:
         ev["image"] = self.procs.image(ev["pid"])
         ev["parent_image"] = self.procs.image(ev["ppid"]) if ev["ppid"] else ""
         return ev
@@ -109,31 +116,36 @@ class Decoder:
         path = _text(s["path"])
         argv = [_text(a) for a in s["argv"].rstrip(b"\0").split(b"\0")] if s["argv"] else []
         self.procs.on_exec(ev["pid"], path)
+        self.maps.invalidate(ev["pid"])
         proc = dict(ev, action="exec", path=path, filename=_text(s["filename"]), argv=json.dumps(argv),
                     cmdline=shlex.join(argv), cwd=_text(s["cwd"]), euid=rec["euid"], egid=rec["egid"],
                     exe_ino=rec["exe_ino"], exe_deleted=int(rec["exe_nlink"] == 0))
         image = dict(ev, family="image", how="exec", path=path, start=rec["start_code"], end=rec["end_code"],
                      pgoff=0, ino=rec["exe_ino"], prot=5)
         image["truncated"] = "path" if "path" in (ev["truncated"] or "").split(",") else None
-        return [self._enrich(proc), self._enrich(image)]
+        if self.families is not None and "image" not in self.families:
+            return [self.enrich(proc)]
+        return [self.enrich(proc), self.enrich(image)]
 
     def _fork(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
         self.procs.on_fork(ev["pid"], rec["child_pid"])
-        return [self._enrich(dict(ev, action="fork", child_pid=rec["child_pid"]))]
+        return [self.enrich(dict(ev, action="fork", child_pid=rec["child_pid"]))]
 
     def _exit(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
         code = rec["exit_code"]
         signal, status = code & 0x7F, (code >> 8) & 0xFF
-        out = self._enrich(dict(ev, action="exit", exit_status=None if signal else status,
+        out = self.enrich(dict(ev, action="exit", exit_status=None if signal else status,
                                 exit_signal=signal or None))
         self.procs.on_exit(ev["pid"])
+        self.maps.invalidate(ev["pid"])
         return [out]
 
     def _thread(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
-        return [self._enrich(dict(ev, action="create", new_tid=rec["new_tid"]))]
+        return [self.enrich(dict(ev, action="create", new_tid=rec["new_tid"]))]
 
     def _image(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
-        return [self._enrich(dict(ev, how=IMAGE_HOW.get(rec["how"], str(rec["how"])), path=_text(s["path"]),
+        self.maps.invalidate(ev["pid"])
+        return [self.enrich(dict(ev, how=IMAGE_HOW.get(rec["how"], str(rec["how"])), path=_text(s["path"]),
                                   start=rec["start"], end=rec["end"], pgoff=rec["pgoff"], ino=rec["ino"],
                                   prot=rec["prot"]))]
 
@@ -142,7 +154,7 @@ class Decoder:
         if op in ("open_write", "truncate") and self.created_bit and rec["fmode"] & self.created_bit:
             op = "create"
         path2 = os.path.normpath(_text(s["path2"])) if s["path2"] else None
-        return [self._enrich(dict(ev, op=op, path=os.path.normpath(_text(s["path"])), path2=path2,
+        return [self.enrich(dict(ev, op=op, path=os.path.normpath(_text(s["path"])), path2=path2,
                                   open_flags=rec["open_flags"], mode=rec["mode"], ino=rec["ino"] or None))]
 
     def _net(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
@@ -153,7 +165,7 @@ class Decoder:
             proto_name = _PROTO.get(proto, str(proto))
         op = NET_OPS.get(rec["op"], str(rec["op"]))
         sock_op = op == "socket"
-        return [self._enrich(dict(
+        return [self.enrich(dict(
             ev, op=op, proto=proto_name, af=_AF.get(af, str(af)),
             state=None if sock_op or proto != 6 else _TCP_STATES.get(rec["state"], str(rec["state"])),
             laddr=None if sock_op else _addr(af, rec["saddr"]), lport=None if sock_op else rec["sport"],

@@ -30,7 +30,7 @@ _SCALARS = {
 }
 
 # Families, numbered for the BPF counters (sent / lost per family).
-FAMILIES = ("process", "thread", "image", "file", "network")
+FAMILIES = ("process", "thread", "image", "file", "network", "access", "memory", "module", "api", "signal")
 
 # Bounds shared with the C side.
 MAX_STR = 4096  # one string in a record, including its terminator
@@ -137,6 +137,21 @@ def _check_alignment(name: str, fields: tuple[Field, ...]) -> None:
         pos += f.size
 
 
+# Where a sensitive syscall came from (access, memory, module, api records).
+ORIGIN = (
+    Field("origin_ip", "u64"),  # user instruction pointer after the syscall
+    Field("origin_sp", "u64"),  # user stack pointer
+    Field("origin_start", "u64"),  # the mapping behind origin_ip
+    Field("origin_end", "u64"),
+    Field("origin_class", "u32"),  # ORIGIN_CLASSES
+    Field("origin_flags", "u32"),  # the mapping's VM_READ 1 | VM_WRITE 2 | VM_EXEC 4
+)
+# Always the first strings of a layout with an origin, so the C side fills them generically.
+ORIGIN_STRINGS = ("stack", "sample", "origin_path")
+ORIGIN_CLASSES = {0: "none", 1: "libc", 2: "ldso", 3: "vdso", 4: "exe", 5: "file", 6: "anon"}
+STACK_FRAMES = 16
+SAMPLE_BYTES = 64
+
 LAYOUTS: tuple[Layout, ...] = (
     Layout(
         1,
@@ -211,6 +226,94 @@ LAYOUTS: tuple[Layout, ...] = (
         (),
         "TCP connect/accept/listen, UDP first send/receive per flow, raw and ICMP sockets",
     ),
+    Layout(
+        8,
+        "access",
+        "access",
+        ORIGIN + (
+            Field("addr", "u64"),
+            Field("data", "u64"),
+            Field("bytes", "u64"),
+            Field("op", "u32"),
+            Field("request", "u32"),
+            Field("target", "u32"),
+            Field("result", "s32"),
+            Field("count", "u32"),
+            Field("_r2", "u32"),
+            Field("open_flags", "u32"),
+            Field("_r", "u32"),
+        ),
+        ORIGIN_STRINGS + ("target_name",),
+        "ptrace, process_vm_readv/writev, /proc/PID/mem opens, pidfd_open/pidfd_getfd",
+    ),
+    Layout(
+        9,
+        "memory",
+        "memory",
+        ORIGIN + (
+            Field("addr", "u64"),
+            Field("length", "u64"),
+            Field("op", "u32"),
+            Field("prot", "u32"),
+            Field("old_prot", "u32"),
+            Field("mflags", "u32"),
+            Field("fd", "s32"),
+            Field("result", "s32"),
+        ),
+        ORIGIN_STRINGS + ("name",),
+        "mmap/mprotect making memory executable (with the protection before), memfd_create",
+    ),
+    Layout(
+        10,
+        "module",
+        "module",
+        ORIGIN + (
+            Field("length", "u64"),
+            Field("op", "u32"),
+            Field("prog_type", "u32"),
+            Field("insn_cnt", "u32"),
+            Field("result", "s32"),
+            Field("mflags", "u32"),
+            Field("_r", "u32"),
+        ),
+        ORIGIN_STRINGS + ("name", "path"),
+        "init_module/finit_module/delete_module attempts, module_load, BPF program loads",
+    ),
+    Layout(
+        11,
+        "api",
+        "api",
+        ORIGIN + (
+            Field("old_cap_eff", "u64"),
+            Field("new_cap_eff", "u64"),
+            Field("old_cap_prm", "u64"),
+            Field("new_cap_prm", "u64"),
+            Field("op", "u32"),
+            Field("result", "s32"),
+            Field("arg0", "u32"),
+            Field("arg1", "u32"),
+            Field("arg2", "u32"),
+            Field("old_ids", "u32", 8),  # uid euid suid fsuid gid egid sgid fsgid
+            Field("new_ids", "u32", 8),
+        ),
+        ORIGIN_STRINGS,
+        "privilege changes: set*uid/set*gid/capset with the ids and capabilities before and after",
+    ),
+    Layout(
+        12,
+        "signal",
+        "signal",
+        (
+            Field("op", "u32"),
+            Field("sig", "u32"),
+            Field("target", "u32"),
+            Field("target_tgid", "u32"),
+            Field("result", "s32"),
+            Field("_r", "u32"),
+        ),
+        (),
+        "signals sent to another process: kill, tkill, tgkill, pidfd_send_signal",
+    ),
 )
 
 BY_KIND = {layout.kind: layout for layout in LAYOUTS}
@@ -221,8 +324,13 @@ CONFIG = (
     Field("self_tgid", "u32"),  # ktriage itself: never reported
     Field("calib_tid", "u32"),  # except this thread, while calibrating
     Field("filter", "u32"),  # 1: only processes in the ``targets`` map
+    Field("max_depth", "u32"),  # children are followed this many generations below a target
+    Field("mask", "u32"),  # families reported when no filter is active (bit = FAMILIES index)
     Field("_r", "u32"),
 )
+# Value of the ``targets`` map (key: tgid).
+TARGET = (Field("depth", "u32"), Field("mask", "u32"))
+TARGET_STRUCT = struct.Struct("<II")
 CONFIG_STRUCT = struct.Struct("<" + "".join(f.struct_code() for f in CONFIG))
 # Per-CPU counters: sent[family] then lost[family], u64 each.
 STATS_STRUCT = struct.Struct(f"<{2 * len(FAMILIES)}Q")
@@ -231,6 +339,15 @@ STATS_STRUCT = struct.Struct(f"<{2 * len(FAMILIES)}Q")
 FILE_OPS = {1: "create", 2: "open_write", 3: "truncate", 4: "rename", 5: "unlink", 6: "chmod"}
 NET_OPS = {1: "connect", 2: "accept", 3: "listen", 4: "udp_send", 5: "udp_recv", 6: "socket"}
 IMAGE_HOW = {1: "exec", 2: "interp", 3: "mmap"}
+ACCESS_OPS = {1: "ptrace", 2: "vm_readv", 3: "vm_writev", 4: "proc_mem", 5: "pidfd_open", 6: "pidfd_getfd"}
+MEMORY_OPS = {1: "mmap", 2: "mprotect", 3: "memfd_create"}
+MODULE_OPS = {1: "init_module", 2: "finit_module", 3: "delete_module", 4: "module_load", 5: "bpf_prog_load"}
+API_OPS = {1: "setuid", 2: "setgid", 3: "setreuid", 4: "setregid", 5: "setresuid", 6: "setresgid",
+           7: "setfsuid", 8: "setfsgid", 9: "capset"}
+SIGNAL_OPS = {1: "kill", 2: "tkill", 3: "tgkill", 4: "pidfd_send_signal"}
+# Linux access rights (DESIGN §3), one flag set in the spirit of the Windows masks.
+RIGHTS = {"MEM_READ": 0x1, "MEM_WRITE": 0x2, "REGS_READ": 0x4, "REGS_WRITE": 0x8, "ATTACH": 0x10,
+          "CONTROL": 0x20, "FD_STEAL": 0x40}
 
 
 def c_header() -> str:
@@ -238,12 +355,20 @@ def c_header() -> str:
     lines = ["/* generated from ktriage/sensor/layouts.py: do not edit */", "#pragma once", ""]
     lines += [f"#define KT_MAX_STR {MAX_STR}", f"#define KT_TAIL_CAP {TAIL_CAP}", f"#define KT_NFAM {len(FAMILIES)}"]
     lines += [f"#define KT_FAM_{name.upper()} {i}" for i, name in enumerate(FAMILIES)]
-    for table, prefix in ((FILE_OPS, "KT_FILE_"), (NET_OPS, "KT_NET_"), (IMAGE_HOW, "KT_IMAGE_")):
+    lines += [f"#define KT_STACK_FRAMES {STACK_FRAMES}", f"#define KT_SAMPLE_BYTES {SAMPLE_BYTES}"]
+    lines += [f"#define KT_RIGHT_{name} {value:#x}" for name, value in RIGHTS.items()]
+    lines += [f"#define KT_ORIGIN_{name.upper()} {code}" for code, name in ORIGIN_CLASSES.items()]
+    for table, prefix in ((FILE_OPS, "KT_FILE_"), (NET_OPS, "KT_NET_"), (IMAGE_HOW, "KT_IMAGE_"),
+                          (ACCESS_OPS, "KT_ACCESS_"), (MEMORY_OPS, "KT_MEMORY_"), (MODULE_OPS, "KT_MODULE_"),
+                          (API_OPS, "KT_API_"), (SIGNAL_OPS, "KT_SIGNAL_")):
         lines += [f"#define {prefix}{name.upper()} {code}" for code, name in table.items()]
     lines.append("")
     lines.append("struct kt_stats {\n\t__u64 sent[KT_NFAM];\n\t__u64 lost[KT_NFAM];\n};")
     lines.append("struct kt_config {")
     lines += [f"\t{f.c_decl()}" for f in CONFIG]
+    lines.append("};")
+    lines.append("struct kt_target {")
+    lines += [f"\t{f.c_decl()}" for f in TARGET]
     lines.append("};")
     lines.append("struct kt_header {")
     lines += [f"\t{f.c_decl()}" for f in HEADER]

@@ -32,6 +32,7 @@ _SIGNATURES = {
     "bpf_object__next_program": (_vp, [_vp, _vp]),
     "bpf_object__find_map_by_name": (_vp, [_vp, _c.c_char_p]),
     "bpf_program__name": (_c.c_char_p, [_vp]),
+    "bpf_program__section_name": (_c.c_char_p, [_vp]),
     "bpf_program__set_autoload": (_c.c_int, [_vp, _c.c_bool]),
     "bpf_program__autoload": (_c.c_bool, [_vp]),
     "bpf_program__attach": (_vp, [_vp]),
@@ -159,9 +160,10 @@ class BpfObject:
                 return out
             out[lib().bpf_program__name(prog).decode()] = prog
 
-    def set_autoload(self, wanted: Callable[[str], bool]) -> None:
+    def set_autoload(self, wanted: Callable[[str, str], bool]) -> None:
+        """Load only the programs for which wanted(name, section) is true."""
         for name, prog in self.programs().items():
-            lib().bpf_program__set_autoload(prog, wanted(name))
+            lib().bpf_program__set_autoload(prog, wanted(name, lib().bpf_program__section_name(prog).decode()))
 
     def map(self, name: str) -> Map:
         handle = lib().bpf_object__find_map_by_name(self.handle, name.encode())

@@ -32,7 +32,7 @@ def _try(path: str, attach_type: str) -> str:
     """Empty string when the type works, else the failure."""
     obj = BpfObject(path)
     try:
-        obj.set_autoload(lambda name: name == f"probe_{attach_type}")
+        obj.set_autoload(lambda name, _section: name == f"probe_{attach_type}")
         obj.load()
         obj.attach(f"probe_{attach_type}")
         return ""

@@ -46,8 +46,8 @@ class ProcessTable:
         self.images.pop(pid, None)
 
 
-def descendants(roots: set[int]) -> set[int]:
-    """The given pids and every live process below them, from /proc."""
+def descendants(roots: set[int]) -> dict[int, int]:
+    """The given pids and every live process below them, from /proc: pid -> generation."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -59,10 +59,23 @@ def descendants(roots: set[int]) -> set[int]:
             continue
         ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(name))
-    found, todo = set(roots), list(roots)
+    found, todo = dict.fromkeys(roots, 0), list(roots)
     while todo:
-        for child in children.get(todo.pop(), ()):
+        parent = todo.pop()
+        for child in children.get(parent, ()):
             if child not in found:
-                found.add(child)
+                found[child] = found[parent] + 1
                 todo.append(child)
     return found
+
+
+def tgid_of(tid: int) -> int:
+    """The process a thread id belongs to (the tid itself when unknown)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return tid

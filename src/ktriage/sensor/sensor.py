@@ -26,10 +26,19 @@ DEFAULT_RING_BYTES = 16 << 20
 _U32 = struct.Struct("<I")
 
 
+ALL_FAMILIES = frozenset(layouts.FAMILIES)
+
+
+def family_mask(families: frozenset[str] | set[str]) -> int:
+    return sum(1 << i for i, name in enumerate(layouts.FAMILIES) if name in families)
+
+
 @dataclass
 class SensorOptions:
     ring_bytes: int = DEFAULT_RING_BYTES
-    pids: set[int] = field(default_factory=set)  # empty: the whole host
+    pids: dict[int, int] = field(default_factory=dict)  # target pid -> generation; empty: the whole host
+    families: frozenset[str] = ALL_FAMILIES  # the streams reported
+    max_depth: int = 0xFFFFFFFF  # generations of children followed below a target
 
 
 def _sched_flavour(result: ProbeResult) -> str:
@@ -57,28 +66,41 @@ class Sensor:
         flavour = _sched_flavour(self.probe)
         obj = self.obj = BpfObject(build.build("ktriage"))
         obj.map("events").set_max_entries(self.options.ring_bytes)
-        obj.set_autoload(lambda name: self._wanted(name, flavour, events_dir))
+        obj.set_autoload(lambda name, section: self._wanted(name, section, flavour, events_dir))
         obj.load()
         self.configure(calib_tid=0)
-        for pid in self.options.pids:
-            obj.map("targets").update(_U32.pack(pid), _U32.pack(0))
+        self.set_targets(self.options.pids)
         obj.attach_loaded()
         self.ring = RingBuffer(obj.map("events"))
         log.info("sensor attached: %d programs (%s), skipped: %s", len(obj.links), flavour,
                  ", ".join(self.skipped) or "none")
 
-    def _wanted(self, name: str, flavour: str, events_dir: Path) -> bool:
+    def _wanted(self, name: str, section: str, flavour: str, events_dir: Path) -> bool:
+        if name.endswith("_modsys"):
+            # raw syscall exit, only where the module syscalls have no tracepoints of their own
+            return name.startswith(flavour + "_") and not (events_dir / "syscalls/sys_exit_finit_module").is_dir()
         if name.startswith(("tp_btf_", "raw_tp_")):
             return name.startswith(flavour + "_")
-        if name.startswith("sys_exit_") and not (events_dir / "syscalls" / name).is_dir():
-            self.skipped.append(name)
+        if section.startswith("tracepoint/") and not (events_dir / section.split("/", 1)[1]).is_dir():
+            self.skipped.append(section.split("/", 1)[1])
             return False
         return True
 
     def configure(self, calib_tid: int) -> None:
         assert self.obj is not None
-        value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(self.options.pids)), 0)
+        o = self.options
+        value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(o.pids)), o.max_depth,
+                                           family_mask(o.families), 0)
         self.obj.map("kt_cfg").update(_U32.pack(0), value)
+
+    def set_targets(self, pids: dict[int, int]) -> None:
+        """Add pids (pid -> generation below a root) to the followed set; their
+        children join it in the kernel, down to max_depth generations."""
+        assert self.obj is not None
+        mask = family_mask(self.options.families)
+        for pid, depth in pids.items():
+            if depth <= self.options.max_depth:
+                self.obj.map("targets").update(_U32.pack(pid), layouts.TARGET_STRUCT.pack(depth, mask))
 
     def poll(self, timeout_ms: int) -> list[bytes]:
         assert self.ring is not None

@@ -80,12 +80,13 @@ struct {
 	__type(value, struct kt_config);
 } kt_cfg SEC(".maps");
 
-/* Processes followed when a pid set is active: tgid -> depth below a root. */
+/* Processes followed when a pid set is active: tgid -> depth below a root and
+ * the families (streams) reported for it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct kt_target);
 } targets SEC(".maps");
 
 __u64 seq_counter = 0;
@@ -97,23 +98,25 @@ static __always_inline struct kt_config *cfg(void)
 	return bpf_map_lookup_elem(&kt_cfg, &zero);
 }
 
-/* Is an event of this task wanted? Checked before any record is built. */
-static __always_inline bool wanted(__u32 tgid, __u32 tid)
+/* Is an event of this family, from this task, wanted? Checked before any
+ * record is built. */
+static __always_inline bool wanted(__u32 tgid, __u32 tid, __u32 family)
 {
 	struct kt_config *c = cfg();
 	if (!c)
 		return false;
 	if (tgid == c->self_tgid)
 		return c->calib_tid && tid == c->calib_tid;
-	if (c->filter && !bpf_map_lookup_elem(&targets, &tgid))
-		return false;
-	return true;
+	if (!c->filter)
+		return c->mask >> family & 1;
+	struct kt_target *t = bpf_map_lookup_elem(&targets, &tgid);
+	return t && (t->mask >> family & 1);
 }
 
-static __always_inline bool wanted_current(void)
+static __always_inline bool wanted_current(__u32 family)
 {
 	__u64 pt = bpf_get_current_pid_tgid();
-	return wanted(pt >> 32, (__u32)pt);
+	return wanted(pt >> 32, (__u32)pt, family);
 }
 
 static __always_inline struct kt_header *begin(__u16 kind, __u32 fixed)
