@@ -116,7 +116,7 @@ class Recorder:
         print(f"ktriage: recording {who} into {self.options.db} (Ctrl-C to stop)", file=self.err, flush=True)
         start = last = time.monotonic()
         deadline = start + self.options.duration if self.options.duration else None
-        while not stop.requested and writer.error is None:
+        while not stop.requested and writer.error is None and writer.is_alive():
             self._publish(decoder, bus, sensor.poll(100))
             now = time.monotonic()
             if deadline is not None and now >= deadline:

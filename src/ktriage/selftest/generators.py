@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ktriage.selftest import security
+
 Facts = dict[str, Any]
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -138,7 +140,7 @@ def idle(workdir: str) -> Facts:
 
 GENERATORS: dict[str, Callable[[str], Facts]] = {
     "process": process, "thread": thread, "image": image, "file": file, "network": network,
-    "burst": burst, "idle": idle,
+    "burst": burst, "idle": idle, **security.GENERATORS,
 }
 
 

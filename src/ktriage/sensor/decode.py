@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shlex
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -85,7 +86,13 @@ class Decoder:
             self.errors += 1
             return []
         self.records[layout.family] += 1
-        return self._builders[layout.name](rec, strings, self._common(layout, rec))
+        try:
+            return self._builders[layout.name](rec, strings, self._common(layout, rec))
+        except (KeyError, ValueError, IndexError, struct.error) as exc:
+            # a record the builder cannot make sense of: counted, never fatal to the recording
+            self.errors += 1
+            log.warning("cannot decode %s record (seq %d): %r", layout.name, rec["seq"], exc)
+            return []
 
     @staticmethod
     def _strings(layout: Layout, rec: dict[str, Any], raw: bytes) -> dict[str, bytes] | None:

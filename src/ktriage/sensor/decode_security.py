@@ -106,7 +106,8 @@ def module(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
 
 def api(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = API_OPS.get(rec["op"], str(rec["op"]))
-    before, after = rec["old_ids"], rec["new_ids"]
+    before = [rec[f"old_ids{i}"] for i in range(len(ID_NAMES))]
+    after = [rec[f"new_ids{i}"] for i in range(len(ID_NAMES))]
     args = dict(zip(API_ARGS.get(op, ()), (rec["arg0"], rec["arg1"], rec["arg2"])))
     out = dict(ev, op=op, args=json.dumps({k: (-1 if v == 0xFFFFFFFF else v) for k, v in args.items()}),
                old_uid=before[0], new_uid=after[0], old_euid=before[1], new_euid=after[1],

@@ -42,6 +42,12 @@ def check_writable_path(path: Path) -> None:
         raise StoreError(f"cannot create {path}: directory {parent} is not writable")
 
 
+def _fit_int64(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Unsigned 64-bit values above SQLite's INTEGER range are stored as their
+    two's-complement signed value (the same 64 bits)."""
+    return tuple(v - (1 << 64) if isinstance(v, int) and v >= 1 << 63 else v for v in row)
+
+
 class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -97,7 +103,10 @@ class SqliteStore:
         self.db.execute("BEGIN")
         try:
             for table, rows in by_table.items():
-                self.db.executemany(self._insert[table], rows)
+                try:
+                    self.db.executemany(self._insert[table], rows)
+                except OverflowError:
+                    self.db.executemany(self._insert[table], [_fit_int64(row) for row in rows])
                 written += len(rows)
             self.db.execute("COMMIT")
         except BaseException:

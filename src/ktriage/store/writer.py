@@ -23,6 +23,13 @@ class StoreWriter(threading.Thread):
         self.error: str | None = None
 
     def run(self) -> None:
+        try:
+            self._drain()
+        finally:
+            if self.error is None and not self.sub.closed:
+                self.error = "the store writer stopped unexpectedly (traceback above)"
+
+    def _drain(self) -> None:
         while True:
             events = self.sub.take(self.interval)
             if events:

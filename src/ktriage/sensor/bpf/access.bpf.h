@@ -106,13 +106,18 @@ int sys_exit_pidfd_open(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* The pid a pidfd refers to (its struct pid, as seen from the initial namespace). */
+/* The pid a pidfd refers to, as seen from the initial namespace. The struct
+ * pid hangs off the inode on pidfs kernels (6.9+), off the file before. */
 static __always_inline __u32 pidfd_target(long fd)
 {
 	struct file *f = fd_file(bpf_get_current_task_btf(), fd);
 	if (!f)
 		return 0;
-	struct pid *pid = BPF_CORE_READ(f, private_data);
+	struct pid *pid = BPF_CORE_READ(f, f_inode, i_private);
+	__u32 nr = BPF_CORE_READ(pid, numbers[0].nr);
+	if (nr)
+		return nr;
+	pid = BPF_CORE_READ(f, private_data);
 	return BPF_CORE_READ(pid, numbers[0].nr);
 }
 

@@ -239,9 +239,6 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		c->mnt = up;
 		return 0;
 	}
-	if (d == parent)
-		return 1; /* a detached tree */
-
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 	__u32 len = BPF_CORE_READ(d, d_name.len) & NAME_MASK;
 	__u32 pos = c->pos & PATH_MASK;
@@ -255,7 +252,7 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 	ps->b[pos & PATH_MASK] = '/';
 	c->pos = pos;
 	c->dentry = parent;
-	return 0;
+	return d == parent; /* a detached dentry (memfd, pipe): its name is the whole path */
 }
 
 /* Assemble the absolute path of (dentry, vfsmount) at the end of the path

@@ -88,10 +88,13 @@ static __always_inline __u32 fill_origin(void *ctx, struct kt_header *h, __u32 o
 		off += n & (KT_STACK_FRAMES * 8 * 2 - 1);
 	}
 	if (of->cls == KT_ORIGIN_ANON) {
+		/* the bytes around the origin, within its page: the pages beside it may
+		 * never have been touched, and a fault cannot be taken here */
+		__u64 page = o.ip & ~4095ULL;
 		__u64 from = o.ip - KT_SAMPLE_BYTES / 2;
-		if (from < o.start)
-			from = o.start;
-		__u64 len = o.end - from;
+		if (from < page)
+			from = page;
+		__u64 len = page + 4096 - from;
 		if (len > KT_SAMPLE_BYTES)
 			len = KT_SAMPLE_BYTES;
 		if (off <= TAIL_LIMIT && !bpf_probe_read_user(&buf[off & OFF_MASK], len & (KT_SAMPLE_BYTES * 2 - 1), (void *)from)) {

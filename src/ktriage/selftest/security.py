@@ -1,0 +1,247 @@
+"""Security behaviour generators: real cross-process access, executable
+memory, module and BPF loads, privilege changes and signals. Each is harmless:
+memory written into a victim is written back with what was there, victims
+are killed after, and nothing outside the work directory is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import signal
+import subprocess
+import time
+from typing import Any
+
+Facts = dict[str, Any]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.process_vm_readv.restype = ctypes.c_ssize_t
+libc.process_vm_writev.restype = ctypes.c_ssize_t
+
+PROT_R, PROT_W, PROT_X = 1, 2, 4
+MAP_PRIVATE_ANON = 0x02 | 0x20
+PAGE = 4096
+PTRACE_PEEKTEXT, PTRACE_POKETEXT, PTRACE_GETREGS, PTRACE_SETREGS = 1, 4, 12, 13
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+_X86 = platform.machine() == "x86_64"
+SYS = {"finit_module": 313, "pidfd_getfd": 438, "bpf": 321} if _X86 else {"finit_module": 273, "pidfd_getfd": 438,
+                                                                         "bpf": 280}
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1 or ret is None:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _victim() -> subprocess.Popen:
+    """A sleeping /bin/sleep: waited for until it sleeps, so that its exec is complete."""
+    victim = subprocess.Popen(["/bin/sleep", "60"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            exe = os.readlink(f"/proc/{victim.pid}/exe")
+            with open(f"/proc/{victim.pid}/wchan") as f:
+                wchan = f.read()
+        except OSError:
+            exe = wchan = ""
+        if exe.endswith("sleep") and "nanosleep" in wchan:
+            return victim
+        time.sleep(0.01)
+    raise TimeoutError(f"victim {victim.pid} did not start sleeping")
+
+
+def _region(pid: int, perms: str) -> int:
+    """Start of the first mapping of pid with these permissions (e.g. 'r-xp')."""
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == perms:
+                return int(fields[0].split("-")[0], 16)
+    raise LookupError(f"no {perms} mapping in process {pid}")
+
+
+def _end(victim: subprocess.Popen) -> None:
+    victim.kill()
+    victim.wait()
+
+
+def ptrace_inject(workdir: str) -> Facts:
+    """Attach to a victim, peek and poke (the same word) into its text, get and set its registers, detach."""
+    victim = _victim()
+    pid = victim.pid
+    try:
+        addr = _region(pid, "r-xp")
+        _check(libc.ptrace(PTRACE_ATTACH, pid, None, None), "PTRACE_ATTACH")
+        os.waitpid(pid, 0)
+        ctypes.set_errno(0)
+        word = libc.ptrace(PTRACE_PEEKTEXT, pid, ctypes.c_void_p(addr), None)
+        _check(libc.ptrace(PTRACE_POKETEXT, pid, ctypes.c_void_p(addr), ctypes.c_void_p(word)), "POKETEXT")
+        regs = ctypes.create_string_buffer(27 * 8)
+        _check(libc.ptrace(PTRACE_GETREGS, pid, None, regs), "GETREGS")
+        _check(libc.ptrace(PTRACE_SETREGS, pid, None, regs), "SETREGS")
+        _check(libc.ptrace(PTRACE_DETACH, pid, None, None), "DETACH")
+    finally:
+        _end(victim)
+    return {"pid": os.getpid(), "target": pid, "addr": addr}
+
+
+def vm_writev(workdir: str) -> Facts:
+    """process_vm_readv then process_vm_writev of the same 16 bytes into a victim's writable memory."""
+    victim = _victim()
+    pid = victim.pid
+    try:
+        addr = _region(pid, "rw-p")
+        buf = ctypes.create_string_buffer(16)
+        local, remote = IoVec(ctypes.cast(buf, ctypes.c_void_p), 16), IoVec(addr, 16)
+        _check(libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0), "process_vm_readv")
+        wrote = _check(libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0),
+                       "process_vm_writev")
+    finally:
+        _end(victim)
+    return {"pid": os.getpid(), "target": pid, "addr": addr, "bytes": wrote}
+
+
+def proc_mem(workdir: str) -> Facts:
+    """Write a victim's memory through /proc/PID/mem (the same bytes back); read our own."""
+    victim = _victim()
+    pid = victim.pid
+    try:
+        addr = _region(pid, "rw-p")
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+        try:
+            data = os.pread(fd, 16, addr)
+            os.pwrite(fd, data, addr)
+        finally:
+            os.close(fd)
+        own = os.open("/proc/self/mem", os.O_RDONLY)
+        os.close(own)
+    finally:
+        _end(victim)
+    return {"pid": os.getpid(), "target": pid, "addr": addr}
+
+
+def _anon(size: int, prot: int) -> int:
+    addr = libc.mmap(None, size, prot, MAP_PRIVATE_ANON, -1, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    return addr
+
+
+def wx_memory(workdir: str) -> Facts:
+    """Anonymous memory written then made executable: mmap RW, mprotect RX."""
+    addr = _anon(PAGE, PROT_R | PROT_W)
+    ctypes.memset(addr, 0xC3, PAGE)
+    _check(libc.mprotect(addr, PAGE, PROT_R | PROT_X), "mprotect")
+    return {"pid": os.getpid(), "addr": addr, "length": PAGE}
+
+
+def _shellcode(target: int) -> bytes:
+    """x86-64: mprotect(target, 4096, PROT_READ|PROT_EXEC) with a raw syscall instruction; ret."""
+    return (b"\x48\xbf" + target.to_bytes(8, "little")  # mov rdi, target
+            + b"\xbe\x00\x10\x00\x00"  # mov esi, 4096
+            + b"\xba\x05\x00\x00\x00"  # mov edx, 5
+            + b"\xb8\x0a\x00\x00\x00"  # mov eax, 10 (mprotect)
+            + b"\x0f\x05\xc3")  # syscall; ret
+
+
+def direct_syscall(workdir: str) -> Facts:
+    """The same mprotect issued from anonymous shellcode (a direct syscall) and through libc."""
+    if not _X86:
+        raise NotImplementedError("direct_syscall generator is written for x86-64")
+    code, target = _anon(PAGE, PROT_R | PROT_W), _anon(PAGE, PROT_R | PROT_W)
+    blob = _shellcode(target)
+    ctypes.memmove(code, blob, len(blob))
+    _check(libc.mprotect(code, PAGE, PROT_R | PROT_X), "mprotect code")
+    ret = ctypes.CFUNCTYPE(ctypes.c_long)(code)()
+    if ret != 0:
+        raise OSError(-ret, "shellcode mprotect failed")
+    _check(libc.mprotect(target, PAGE, PROT_R | PROT_X), "libc mprotect")
+    return {"pid": os.getpid(), "code": code, "code_end": code + PAGE, "target": target,
+            "syscall_ip": code + len(blob) - 1}
+
+
+def memfd_exec(workdir: str) -> Facts:
+    """Copy /bin/true into a memfd and execute it from there (fexecve)."""
+    fd = os.memfd_create("ktriage-memfd", 0)
+    with open("/bin/true", "rb") as src:
+        os.write(fd, src.read())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, ["ktriage-memfd"], {})
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return {"pid": os.getpid(), "child": pid, "name": "ktriage-memfd", "status": os.waitstatus_to_exitcode(status)}
+
+
+def finit_module(workdir: str) -> Facts:
+    """Ask the kernel to load a file that is not a module: refused, but an attempt."""
+    fd = os.open("/bin/true", os.O_RDONLY)
+    try:
+        ret = libc.syscall(SYS["finit_module"], fd, b"", 0)
+        err = ctypes.get_errno() if ret == -1 else 0
+    finally:
+        os.close(fd)
+    return {"pid": os.getpid(), "result": -err, "errno": err}
+
+
+def setuid(workdir: str) -> Facts:
+    """A child drops root to nobody with setuid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(65534)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return {"pid": os.getpid(), "child": pid, "uid": 65534}
+
+
+def signals(workdir: str) -> Facts:
+    """kill(SIGTERM) to one victim; pidfd_open, pidfd_getfd and pidfd_send_signal(SIGKILL) to another."""
+    first, second = _victim(), _victim()
+    os.kill(first.pid, signal.SIGTERM)
+    first.wait()
+    pidfd = os.pidfd_open(second.pid)
+    stolen = libc.syscall(SYS["pidfd_getfd"], pidfd, 0, 0)
+    if stolen >= 0:
+        os.close(stolen)
+    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    os.close(pidfd)
+    second.wait()
+    return {"pid": os.getpid(), "killed": first.pid, "pidfd_target": second.pid, "getfd_ok": stolen >= 0}
+
+
+def bpf_load(workdir: str) -> Facts:
+    """Load a two-instruction socket filter through bpf(BPF_PROG_LOAD)."""
+    insns = (ctypes.c_uint64 * 2)(0x00000000000000B7, 0x0000000000000095)  # r0 = 0; exit
+    license = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    ctypes.c_uint32.from_buffer(attr, 0).value = 1  # BPF_PROG_TYPE_SOCKET_FILTER
+    ctypes.c_uint32.from_buffer(attr, 4).value = 2
+    ctypes.c_uint64.from_buffer(attr, 8).value = ctypes.addressof(insns)
+    ctypes.c_uint64.from_buffer(attr, 16).value = ctypes.addressof(license)
+    attr[48:59] = b"kt_selftest"
+    fd = _check(libc.syscall(SYS["bpf"], 5, attr, 128), "bpf(BPF_PROG_LOAD)")
+    os.close(fd)
+    return {"pid": os.getpid(), "name": "kt_selftest"}
+
+
+GENERATORS = {"ptrace_inject": ptrace_inject, "vm_writev": vm_writev, "proc_mem": proc_mem, "wx_memory": wx_memory,
+              "direct_syscall": direct_syscall, "memfd_exec": memfd_exec, "finit_module": finit_module,
+              "setuid": setuid, "signals": signals, "bpf_load": bpf_load}
