@@ -40,3 +40,12 @@ def test_newer_schema_is_refused_untouched(tmp_path) -> None:
         SqliteStore(db)
     con = sqlite3.connect(db)
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(schema.SCHEMA_VERSION + 1)
+
+
+def test_unsigned_64_bit_values_are_stored_once_as_signed(tmp_path) -> None:
+    store = SqliteStore(tmp_path / "u64.db")
+    events = [{"family": "access", "seq": i, "data": value} for i, value in enumerate((1, 2**64 - 2, 3))]
+    assert store.insert(events) == 3
+    rows = store.db.execute("SELECT seq, data FROM access ORDER BY seq").fetchall()
+    store.close()
+    assert rows == [(0, 1), (1, -2), (2, 3)]

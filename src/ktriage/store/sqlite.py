@@ -103,10 +103,13 @@ class SqliteStore:
         self.db.execute("BEGIN")
         try:
             for table, rows in by_table.items():
+                self.db.execute("SAVEPOINT batch")
                 try:
                     self.db.executemany(self._insert[table], rows)
-                except OverflowError:
+                except OverflowError:  # rows before the offending one were inserted: undo, then refit all
+                    self.db.execute("ROLLBACK TO batch")
                     self.db.executemany(self._insert[table], [_fit_int64(row) for row in rows])
+                self.db.execute("RELEASE batch")
                 written += len(rows)
             self.db.execute("COMMIT")
         except BaseException:
