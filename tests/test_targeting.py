@@ -39,3 +39,33 @@ def test_pid_set_follows_descendants_and_excludes_others(root: None, tmp_path) -
         if fork["pid"] in tree:
             tree.add(fork["child_pid"])
     assert target.pid in pids and pids <= tree, "every recorded process descends from the target"
+
+
+def _run_target(tmp_path, name: str, *args: str) -> tuple[Recording, int]:
+    target = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, text=True)
+    rec = Recording(tmp_path / name, "--pid", str(target.pid), *args)
+    try:
+        target.communicate("go\n", timeout=30)
+        rec.wait_rows("SELECT 1 FROM signal LIMIT 1", timeout=2)  # let the last records arrive
+    finally:
+        rec.stop()
+    return rec, target.pid
+
+
+def test_stream_mask_drops_unwanted_families_in_the_kernel(root: None, tmp_path) -> None:
+    rec, _ = _run_target(tmp_path, "streams.db", "--streams", "process")
+    stats = {(r["family"], r["counter"]): r["value"]
+             for r in rec.rows("SELECT family, counter, value FROM stats WHERE stage='bpf'")}
+    own = rec.rows("SELECT value FROM stats WHERE stage='decode' AND counter='own'")[0]["value"]
+    assert stats[("process", "sent")] > 0
+    assert stats[("file", "sent")] == own == 2, "only the recorder's own calibration opens"
+    for family in ("thread", "image", "network", "access", "memory", "module", "api", "signal"):
+        assert stats[(family, "sent")] == 0, family
+    assert rec.rows("SELECT count(*) AS n FROM image")[0]["n"] == 0, "derived image events follow the mask too"
+
+
+def test_depth_limits_how_far_children_are_followed(root: None, tmp_path) -> None:
+    rec, pid = _run_target(tmp_path, "depth.db", "--depth", "1")
+    execs = [r["cmdline"] for r in rec.rows("SELECT cmdline FROM process WHERE action='exec'")]
+    assert any(c.startswith("/bin/sh -c") for c in execs), "the child (depth 1) is followed"
+    assert "/bin/true grandchild" not in execs, "the grandchild (depth 2) is not"
