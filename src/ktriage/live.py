@@ -1,0 +1,85 @@
+"""The live event source shared by `record` and `watch`: the kernel sensor,
+calibrated, and its records decoded into events with ktriage's own filtered out
+(and counted)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ktriage.errors import SetupError, UsageError
+from ktriage.sensor.decode import Decoder, Event, boot_to_epoch_offset
+from ktriage.sensor.procs import ProcessTable, descendants
+from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise SetupError(f"{what} needs root (BPF programs): run it with sudo")
+
+
+def check_pids(pids: list[int]) -> dict[int, int]:
+    """The live targets: the pids and their descendants, with their generation."""
+    for pid in pids:
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            raise UsageError(f"--pid {pid}: no such process")
+    return descendants(set(pids)) if pids else {}
+
+
+class LiveSource:
+    def __init__(self, options: SensorOptions) -> None:
+        self.sensor = Sensor(options)
+        self.host = socket.gethostname()
+        self.counts: Counter[str] = Counter()  # events delivered, per family
+        self.own_events = 0  # ktriage's own calibration opens, not delivered
+        self.decoder: Decoder | None = None
+        self._early: list[bytes] = []
+
+    def start(self) -> None:
+        self.sensor.start()
+        procs = ProcessTable()
+        procs.seed_from_proc()
+        with tempfile.TemporaryDirectory(prefix="ktriage-") as tmp:
+            created_bit, self._early = calibrate_created_bit(self.sensor, tmp)
+        self.decoder = Decoder(self.host, procs, boot_to_epoch_offset(), created_bit, self.sensor.options.families)
+
+    def poll(self, timeout_ms: int) -> list[Event]:
+        """Events decoded from what the kernel sent within timeout_ms (0: what is there now)."""
+        assert self.decoder is not None
+        raws = self._early + self.sensor.poll(timeout_ms)
+        self._early = []
+        decoded = self.decoder.decode_many(raws)
+        events = [e for e in decoded if e["pid"] != os.getpid()]
+        self.own_events += len(decoded) - len(events)
+        for ev in events:
+            self.counts[ev["family"]] += 1
+        return events
+
+    def close(self) -> None:
+        self.sensor.close()
+
+
+class StopFlag:
+    """Set by SIGINT or SIGTERM while installed with :func:`stop_on_signals`."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.requested = True
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    stop = StopFlag()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
