@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
     p.add_argument("--version", action="version", version=f"ktriage {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="verb", required=True)
 
     rec = sub.add_parser("record", help="record this host's kernel events into a database")
     rec.add_argument("--db", default="ktriage.db", help="SQLite database file (created or migrated, never dropped)")
@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--summary-interval", type=_positive_float, default=10.0, metavar="S",
                      help="seconds between summary lines when stderr is not a terminal")
     _target_options(rec)
+
+    w = sub.add_parser("watch", help="render a process and its children live (seed preview layout or JSON lines)",
+                       usage="ktriage watch [options] (--pid PID [PID ...] | -- COMMAND [ARGS ...])")
+    w.add_argument("--pid", type=int, nargs="+", default=[], metavar="PID", help="processes to watch")
+    w.add_argument("--format", choices=("text", "jsonl"), default="text")
+    w.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    w.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    _target_options(w)
+    w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
     q.add_argument("--db", default="ktriage.db", help="SQLite database file")
@@ -106,6 +115,18 @@ def _record(args: argparse.Namespace) -> int:
     return Recorder(options).run()
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from ktriage.watch import Watcher, WatchOptions
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    options = WatchOptions(pids=args.pid, command=command, max_depth=args.depth, fmt=args.format, colour=colour,
+                           duration=args.duration)
+    if args.streams is not None:
+        options.families = args.streams
+    return Watcher(options).run()
+
+
 def _query(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     try:
@@ -121,7 +142,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "query": _query}
+_COMMANDS = {"record": _record, "watch": _watch, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="ktriage: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return _COMMANDS[args.command](args)
+        return _COMMANDS[args.verb](args)
     except KtriageError as exc:
         print(f"ktriage: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,68 @@
+"""`ktriage watch`: a launched command or a pid, rendered live."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ktriage
+
+pytestmark = pytest.mark.root
+GEN = [sys.executable, "-m", "ktriage.selftest.generators"]
+
+
+def _events(stdout: str) -> list[dict]:
+    return [e for e in map(json.loads, stdout.splitlines()) if "family" in e]
+
+
+def test_watch_command_jsonl_sees_the_whole_attack(root: None) -> None:
+    proc = ktriage("watch", "--format", "jsonl", "--", *GEN, "ptrace_inject")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    facts = next(json.loads(line) for line in lines if '"family"' not in line)
+    events = _events(proc.stdout)
+    execs = [e for e in events if e["family"] == "process" and e["action"] == "exec"]
+    assert execs[0]["pid"] == facts["pid"], "the launched command is watched from its exec on"
+    pokes = [e for e in events if e["family"] == "access" and e["request"] == "PTRACE_POKETEXT"]
+    assert [(p["target_pid"], p["addr"]) for p in pokes] == [(facts["target"], facts["addr"])]
+    victim_exec = [e for e in execs if e["pid"] == facts["target"]]
+    assert victim_exec and victim_exec[0]["path"] == "/usr/bin/sleep", "children are followed"
+
+
+def test_watch_text_preview_layout(root: None) -> None:
+    proc = ktriage("watch", "--color", "never", "--streams", "memory", "--", *GEN, "wx_memory")
+    assert proc.returncode == 0, proc.stderr
+    blocks = [b for b in proc.stdout.split("\n\n") if b.startswith("[MEMORY]")]
+    assert blocks, proc.stdout
+    block = blocks[-1].splitlines()
+    assert block[0].startswith("[MEMORY] LEGITIMATE-SYSCALL  mprotect addr=0x") and "prot=rw-->r-x" in block[0]
+    labels = [line[:6] for line in block[1:] if not line.startswith(" ")]
+    assert labels == ["Meta  ", "Actor ", "Origin", "Status", "Stack "]
+    assert "\033[" not in proc.stdout
+
+
+def test_watch_pid_ends_with_its_process(root: None) -> None:
+    idle = subprocess.Popen([*GEN, "idle"])
+    watch = subprocess.Popen([sys.executable, "-m", "ktriage", "watch", "--format", "jsonl", "--pid", str(idle.pid)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in watch.stderr:
+        if "watching pid" in line:
+            break
+    subprocess.run(["/bin/kill", "-TERM", str(idle.pid)], check=True)
+    idle.wait()
+    out, _ = watch.communicate(timeout=30)
+    assert watch.returncode == 0
+    exits = [e for e in _events(out) if e["family"] == "process" and e["action"] == "exit"]
+    assert [(e["pid"], e["exit_signal"]) for e in exits] == [(idle.pid, 15)]
+
+
+def test_watch_bad_input(root: None) -> None:
+    for args, needle in ((("watch",), "either --pid"), (("watch", "--", "no-such-command-kt"), "command not found"),
+                         (("watch", "--streams", "bogus", "--pid", "1"), "unknown stream bogus")):
+        proc = ktriage(*args)
+        assert proc.returncode != 0
+        assert needle in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2  # argparse adds its usage line for option errors
