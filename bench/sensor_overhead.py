@@ -3,9 +3,11 @@
 Run as root from the repository:  sudo .venv/bin/python bench/sensor_overhead.py
 
 1. Slowdown: bench/workload.c (open/close for write, fork+exec, loopback TCP
-   connect) alternately without and with `ktriage record` (whole host, full
-   capture), ROUNDS times; the median ns/iteration of each phase is compared
-   within this run, so machine noise affects both sides alike.
+   connect) runs ROUNDS times in each of three configurations, interleaved:
+   no sensor, `ktriage record` of the whole host (every family), and
+   `ktriage record --pid` of an idle process (targeting: the workload's
+   events are filtered out in the kernel). Median ns/iteration per phase are
+   compared within this run, so machine noise affects all sides alike.
 2. Pipeline: a burst of open-for-write records from a generator through the
    live sensor, decoder and SQLite store in this process; events/s decoded and
    stored, measured from the first record polled to the last one stored.
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,9 +45,9 @@ def run_workload(exe: Path, scale: int, tmp: str) -> dict[str, float]:
     return {line.split()[0]: float(line.split()[2]) for line in out.splitlines()}
 
 
-def start_recorder(db: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "ktriage", "record", "--db", db, "--summary-interval", "3600"],
-                            stderr=subprocess.PIPE, text=True)
+def start_recorder(db: str, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "ktriage", "record", "--db", db, "--summary-interval", "3600",
+                             *args], stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if line.startswith("ktriage: recording"):
             return proc
@@ -58,29 +61,38 @@ def stop_recorder(proc: subprocess.Popen) -> str:
     return rest
 
 
+def _measure(exe: Path, scale: int, tmp: str, db: str | None, *args: str) -> tuple[dict[str, float], float]:
+    rec = start_recorder(db, *args) if db else None
+    t0 = time.monotonic()
+    result = run_workload(exe, scale, tmp)
+    busy = time.monotonic() - t0
+    if rec:
+        stop_recorder(rec)
+    return result, busy
+
+
 def slowdown(rounds: int, scale: int) -> dict:
     exe = compile_workload()
-    base: dict[str, list[float]] = {}
-    sensed: dict[str, list[float]] = {}
-    events = lost = 0
+    runs: dict[str, dict[str, list[float]]] = {"baseline": {}, "full": {}, "targeted_idle": {}}
     busy = 0.0
+    idle = subprocess.Popen(["sleep", "3600"])
     with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
+        full_db, idle_db = os.path.join(tmp, "full.db"), os.path.join(tmp, "idle.db")
         for _ in range(rounds):
-            for phase, ns in run_workload(exe, scale, tmp).items():
-                base.setdefault(phase, []).append(ns)
-            rec = start_recorder(os.path.join(tmp, "bench.db"))
-            t0 = time.monotonic()
-            for phase, ns in run_workload(exe, scale, tmp).items():
-                sensed.setdefault(phase, []).append(ns)
-            busy += time.monotonic() - t0
-            stop_recorder(rec)
-        import sqlite3
-
-        con = sqlite3.connect(os.path.join(tmp, "bench.db"))
+            for mode, db, args in (("baseline", None, ()), ("full", full_db, ()),
+                                   ("targeted_idle", idle_db, ("--pid", str(idle.pid)))):
+                result, seconds = _measure(exe, scale, tmp, db, *args)
+                busy += seconds if mode == "full" else 0
+                for phase, ns in result.items():
+                    runs[mode].setdefault(phase, []).append(ns)
+        con = sqlite3.connect(full_db)
         events = con.execute("SELECT sum(value) FROM stats WHERE stage='decode' AND counter='received'").fetchone()[0]
         lost = con.execute("SELECT sum(value) FROM stats WHERE stage='bpf' AND counter='lost'").fetchone()[0]
-    phases = {p: {"baseline_ns": statistics.median(base[p]), "sensor_ns": statistics.median(sensed[p]),
-                  "ratio": statistics.median(sensed[p]) / statistics.median(base[p])} for p in base}
+    idle.kill()
+    base = {p: statistics.median(v) for p, v in runs["baseline"].items()}
+    phases = {p: {"baseline_ns": base[p],
+                  **{f"{m}_ratio": statistics.median(runs[m][p]) / base[p] for m in ("full", "targeted_idle")}}
+              for p in base}
     return {"phases": phases, "events": events, "lost": lost, "events_per_s_during_workload": events / busy}
 
 
@@ -94,7 +106,7 @@ def pipeline(count: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
         gen = subprocess.Popen([sys.executable, "-m", "ktriage.selftest.generators", "burst", tmp, str(count)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        sensor = Sensor(SensorOptions(ring_bytes=256 << 20, pids={gen.pid}))
+        sensor = Sensor(SensorOptions(ring_bytes=256 << 20, pids={gen.pid: 0}))
         sensor.start()
         store = SqliteStore(os.path.join(tmp, "pipe.db"))
         decoder = Decoder("bench", ProcessTable(), boot_to_epoch_offset())
@@ -142,8 +154,8 @@ def main() -> int:
               "slowdown": slowdown(args.rounds, args.scale), "pipeline": pipeline(args.burst)}
     print(json.dumps(result, indent=2))
     for phase, r in result["slowdown"]["phases"].items():
-        print(f"{phase:<12} baseline {r['baseline_ns']:>12.0f} ns  sensor {r['sensor_ns']:>12.0f} ns  "
-              f"ratio {r['ratio']:.3f}", file=sys.stderr)
+        print(f"{phase:<12} baseline {r['baseline_ns']:>12.0f} ns  full capture x{r['full_ratio']:.3f}  "
+              f"targeted idle pid x{r['targeted_idle_ratio']:.3f}", file=sys.stderr)
     p = result["pipeline"]
     print(f"pipeline: {p['events_per_s']:.0f} events/s decoded+stored "
           f"(decode alone {p['decode_only_per_s']:.0f}/s, store alone {p['store_only_per_s']:.0f}/s), "

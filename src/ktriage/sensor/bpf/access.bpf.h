@@ -71,7 +71,7 @@ int sys_exit_process_vm_writev(struct trace_event_raw_sys_exit *ctx)
 
 /* An open of /proc/<pid>/mem: reported as access (target from the parent
  * directory's name), never as a file event. Returns true when it was one. */
-static __always_inline bool proc_mem_open(void *ctx, struct file *f, __u32 flags)
+static __always_inline bool proc_mem_open(void *ctx, struct file *f, __u32 flags, __u32 mask)
 {
 	if (BPF_CORE_READ(f, f_inode, i_sb, s_magic) != PROC_SUPER_MAGIC)
 		return false;
@@ -80,7 +80,7 @@ static __always_inline bool proc_mem_open(void *ctx, struct file *f, __u32 flags
 	bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
 	if (name[0] != 'm' || name[1] != 'e' || name[2] != 'm' || name[3] != 0)
 		return false;
-	if (!wanted_current(KT_FAM_ACCESS))
+	if (!(mask >> KT_FAM_ACCESS & 1))
 		return true;
 	struct kt_access *r = access_begin(ctx, KT_ACCESS_PROC_MEM);
 	if (!r)

@@ -98,25 +98,35 @@ static __always_inline struct kt_config *cfg(void)
 	return bpf_map_lookup_elem(&kt_cfg, &zero);
 }
 
-/* Is an event of this family, from this task, wanted? Checked before any
- * record is built. */
-static __always_inline bool wanted(__u32 tgid, __u32 tid, __u32 family)
+/* The families (bit = KT_FAM_*) wanted from the current task: checked before
+ * any other work, so that unwanted tasks cost two map lookups at most. */
+static __always_inline __u32 current_mask(void)
 {
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32;
 	struct kt_config *c = cfg();
 	if (!c)
-		return false;
+		return 0;
 	if (tgid == c->self_tgid)
-		return c->calib_tid && tid == c->calib_tid;
+		return c->calib_tid && (__u32)pt == c->calib_tid ? ~0u : 0;
 	if (!c->filter)
-		return c->mask >> family & 1;
+		return c->mask;
 	struct kt_target *t = bpf_map_lookup_elem(&targets, &tgid);
-	return t && (t->mask >> family & 1);
+	return t ? t->mask : 0;
 }
+
+/* First statement of a hot handler: leave before touching arguments when no
+ * family it serves is wanted from this task. */
+#define WANT(families)                                  \
+	do {                                            \
+		if (!(current_mask() & (families)))     \
+			return 0;                       \
+	} while (0)
+#define FAM(f) (1u << KT_FAM_##f)
 
 static __always_inline bool wanted_current(__u32 family)
 {
-	__u64 pt = bpf_get_current_pid_tgid();
-	return wanted(pt >> 32, (__u32)pt, family);
+	return current_mask() >> family & 1;
 }
 
 static __always_inline struct kt_header *begin(__u16 kind, __u32 fixed)

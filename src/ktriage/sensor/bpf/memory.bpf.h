@@ -60,6 +60,7 @@ static __always_inline void memory_mmap(struct trace_event_raw_sys_exit *ctx, st
 SEC("tracepoint/syscalls/sys_exit_mmap")
 int sys_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(IMAGE) | FAM(MEMORY));
 	struct pt_regs *regs = uregs();
 	image_mmap(ctx, regs);
 	memory_mmap(ctx, regs);
@@ -88,13 +89,13 @@ int sys_enter_mprotect(struct trace_event_raw_sys_enter *ctx)
 	struct vma_prot v = {};
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
+	if (!wanted_current(KT_FAM_MEMORY))
+		return 0;
 	if (bpf_find_vma(bpf_get_current_task_btf(), p.addr, vma_prot_cb, &v, 0) == 0) {
 		p.old = v.flags & 7;
 		p.anon = !v.file;
 	}
 	if (!(p.prot & PROT_EXEC) && !((p.old & VM_EXEC) && (p.prot & PROT_WRITE)))
-		return 0;
-	if (!wanted_current(KT_FAM_MEMORY))
 		return 0;
 	bpf_map_update_elem(&mprotects, &tid, &p, BPF_ANY);
 	return 0;

@@ -9,11 +9,13 @@
 #define NR_delete_module 176
 #define NR_finit_module 313
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define SYSCALL_NR_BTF(regs) ((regs)->orig_ax)
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_init_module 105
 #define NR_delete_module 106
 #define NR_finit_module 273
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
+#define SYSCALL_NR_BTF(regs) ((regs)->syscallno)
 #endif
 
 #define BPF_PROG_LOAD 5
@@ -48,27 +50,29 @@ static __always_inline int module_exit(void *ctx, __u32 op, long ret)
 SEC("tracepoint/syscalls/sys_exit_init_module")
 int sys_exit_init_module(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(MODULE));
 	return module_exit(ctx, KT_MODULE_INIT_MODULE, ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_finit_module")
 int sys_exit_finit_module(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(MODULE));
 	return module_exit(ctx, KT_MODULE_FINIT_MODULE, ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_delete_module")
 int sys_exit_delete_module(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(MODULE));
 	return module_exit(ctx, KT_MODULE_DELETE_MODULE, ctx->ret);
 }
 
 /* Kernels without module support have no per-syscall tracepoints for these
  * syscalls, yet a process can still try them: then the raw syscall exit is
  * watched for their numbers (loaded only when the tracepoints are missing). */
-static __always_inline int module_raw_exit(void *ctx, struct pt_regs *regs, long ret)
+static __always_inline int module_raw_exit(void *ctx, long nr, long ret)
 {
-	long nr = SYSCALL_NR(regs);
 	if (nr == NR_finit_module)
 		return module_exit(ctx, KT_MODULE_FINIT_MODULE, ret);
 	if (nr == NR_init_module)
@@ -78,16 +82,18 @@ static __always_inline int module_raw_exit(void *ctx, struct pt_regs *regs, long
 	return 0;
 }
 
+/* this program runs on every syscall: the number is read directly (a BTF
+ * pointer), not through a helper call */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tp_btf_modsys, struct pt_regs *regs, long ret)
 {
-	return module_raw_exit(ctx, regs, ret);
+	return module_raw_exit(ctx, SYSCALL_NR_BTF(regs), ret);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(raw_tp_modsys, struct pt_regs *regs, long ret)
 {
-	return module_raw_exit(ctx, regs, ret);
+	return module_raw_exit(ctx, SYSCALL_NR(regs), ret);
 }
 
 struct module_load_args {
@@ -114,6 +120,7 @@ int module_load(struct module_load_args *ctx)
 SEC("tracepoint/syscalls/sys_exit_bpf")
 int sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(MODULE));
 	struct pt_regs *regs = uregs();
 	struct {
 		__u32 prog_type, insn_cnt;

@@ -85,6 +85,7 @@ static __always_inline bool inet(struct sock *sk)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	if (!wanted_current(KT_FAM_NETWORK))
 		return 0;
@@ -123,18 +124,21 @@ static __always_inline int accept_exit(long ret)
 SEC("tracepoint/syscalls/sys_exit_accept")
 int sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	return accept_exit(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	return accept_exit(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")
 int sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	if (ctx->ret != 0 || !wanted_current(KT_FAM_NETWORK))
 		return 0;
 	struct sock *sk = fd_sock(ARG1(uregs()));
@@ -186,6 +190,7 @@ static __always_inline const void *msg_name(const struct user_msghdr *msg)
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), (void *)ARG5(regs), KT_NET_UDP_SEND);
 }
@@ -193,6 +198,7 @@ int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), (void *)ARG5(regs), KT_NET_UDP_RECV);
 }
@@ -200,6 +206,7 @@ int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int sys_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), msg_name((void *)ARG2(regs)), KT_NET_UDP_SEND);
 }
@@ -207,6 +214,7 @@ int sys_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), msg_name((void *)ARG2(regs)), KT_NET_UDP_RECV);
 }
@@ -215,6 +223,7 @@ int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_sendmmsg")
 int sys_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), msg_name((void *)ARG2(regs)), KT_NET_UDP_SEND);
 }
@@ -222,6 +231,7 @@ int sys_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
 int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	return udp_flow(ctx->ret, ARG1(regs), msg_name((void *)ARG2(regs)), KT_NET_UDP_RECV);
 }
@@ -229,6 +239,7 @@ int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_socket")
 int sys_exit_socket(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(NETWORK));
 	struct pt_regs *regs = uregs();
 	__u32 af = ARG1(regs), type = ARG2(regs) & 0xf, proto = ARG3(regs);
 	bool raw = type == SOCK_RAW || af == AF_PACKET || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;

@@ -108,6 +108,7 @@ static __always_inline int signal_exit(long ret, __u32 op, __u32 sig, __u32 targ
 SEC("tracepoint/syscalls/sys_exit_kill")
 int sys_exit_kill(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(SIGNAL));
 	struct pt_regs *regs = uregs();
 	__u32 pid = ARG1(regs), sig = ARG2(regs);
 	if (!sig || pid == bpf_get_current_pid_tgid() >> 32 || !wanted_current(KT_FAM_SIGNAL))
@@ -118,6 +119,7 @@ int sys_exit_kill(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_tkill")
 int sys_exit_tkill(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(SIGNAL));
 	struct pt_regs *regs = uregs();
 	__u32 tid = ARG1(regs), sig = ARG2(regs);
 	if (!sig || tid == (__u32)bpf_get_current_pid_tgid() || !wanted_current(KT_FAM_SIGNAL))
@@ -128,6 +130,7 @@ int sys_exit_tkill(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_tgkill")
 int sys_exit_tgkill(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(SIGNAL));
 	struct pt_regs *regs = uregs();
 	__u32 tgid = ARG1(regs), tid = ARG2(regs), sig = ARG3(regs);
 	if (!sig || tgid == bpf_get_current_pid_tgid() >> 32 || !wanted_current(KT_FAM_SIGNAL))
@@ -138,6 +141,7 @@ int sys_exit_tgkill(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_pidfd_send_signal")
 int sys_exit_pidfd_send_signal(struct trace_event_raw_sys_exit *ctx)
 {
+	WANT(FAM(SIGNAL));
 	struct pt_regs *regs = uregs();
 	__u32 sig = ARG2(regs);
 	if (!sig || !wanted_current(KT_FAM_SIGNAL))
