@@ -35,7 +35,8 @@ def test_watch_command_jsonl_sees_the_whole_attack(root: None) -> None:
 def test_watch_text_preview_layout(root: None) -> None:
     proc = ktriage("watch", "--color", "never", "--streams", "memory", "--", *GEN, "wx_memory")
     assert proc.returncode == 0, proc.stderr
-    blocks = [b for b in proc.stdout.split("\n\n") if b.startswith("[MEMORY]")]
+    preview = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("{"))  # not the facts line
+    blocks = [b.strip("\n") for b in preview.split("\n\n") if b.strip("\n").startswith("[MEMORY]")]
     assert blocks, proc.stdout
     block = blocks[-1].splitlines()
     assert block[0].startswith("[MEMORY] LEGITIMATE-SYSCALL  mprotect addr=0x") and "prot=rw-->r-x" in block[0]

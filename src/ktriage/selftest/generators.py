@@ -36,7 +36,7 @@ def process(workdir: str) -> Facts:
     """fork+exec of /bin/sh with argv and cwd, exiting 7; a sleep killed by SIGKILL."""
     argv = ["/bin/sh", "-c", "exit 7", "arg with space"]
     done = subprocess.run(argv, cwd=workdir, check=False)
-    victim = subprocess.Popen(["/bin/sleep", "30"])
+    victim = security.sleeping_victim()
     victim.kill()
     victim.wait()
     return {"pid": os.getpid(), "argv": argv, "cwd": os.path.realpath(workdir), "status": done.returncode,

@@ -46,7 +46,7 @@ def _check(ret: int, what: str) -> int:
     return ret
 
 
-def _victim() -> subprocess.Popen:
+def sleeping_victim() -> subprocess.Popen:
     """A sleeping /bin/sleep: waited for until it sleeps, so that its exec is complete."""
     victim = subprocess.Popen(["/bin/sleep", "60"])
     deadline = time.monotonic() + 10
@@ -80,7 +80,7 @@ def _end(victim: subprocess.Popen) -> None:
 
 def ptrace_inject(workdir: str) -> Facts:
     """Attach to a victim, peek and poke (the same word) into its text, get and set its registers, detach."""
-    victim = _victim()
+    victim = sleeping_victim()
     pid = victim.pid
     try:
         addr = _region(pid, "r-xp")
@@ -100,7 +100,7 @@ def ptrace_inject(workdir: str) -> Facts:
 
 def vm_writev(workdir: str) -> Facts:
     """process_vm_readv then process_vm_writev of the same 16 bytes into a victim's writable memory."""
-    victim = _victim()
+    victim = sleeping_victim()
     pid = victim.pid
     try:
         addr = _region(pid, "rw-p")
@@ -116,7 +116,7 @@ def vm_writev(workdir: str) -> Facts:
 
 def proc_mem(workdir: str) -> Facts:
     """Write a victim's memory through /proc/PID/mem (the same bytes back); read our own."""
-    victim = _victim()
+    victim = sleeping_victim()
     pid = victim.pid
     try:
         addr = _region(pid, "rw-p")
@@ -214,7 +214,7 @@ def setuid(workdir: str) -> Facts:
 
 def signals(workdir: str) -> Facts:
     """kill(SIGTERM) to one victim; pidfd_open, pidfd_getfd and pidfd_send_signal(SIGKILL) to another."""
-    first, second = _victim(), _victim()
+    first, second = sleeping_victim(), sleeping_victim()
     os.kill(first.pid, signal.SIGTERM)
     first.wait()
     pidfd = os.pidfd_open(second.pid)
