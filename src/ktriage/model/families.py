@@ -46,6 +46,7 @@ ORIGIN = (
     Column("sample", "TEXT", "hex of up to 64 bytes around an anonymous origin"),
     Column("sample_entropy", "REAL", "Shannon entropy of the sample, bits per byte"),
     Column("stack", "TEXT", "user frames as a JSON list of [address, module+offset]"),
+    Column("stack_anomaly", "TEXT", "why the stack looks forged (sp outside a stack, a frame in anonymous code), else NULL"),
 )
 
 FAMILIES: dict[str, tuple[Column, ...]] = {
@@ -60,6 +61,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("egid", "INTEGER", "exec: effective gid after exec"),
         Column("exe_ino", "INTEGER", "exec: inode of the executable"),
         Column("exe_deleted", "INTEGER", "exec: 1 when the executable has no link left (memfd, deleted file)"),
+        Column("ld_env", "TEXT", "exec: the LD_* environment variables (LD_PRELOAD, LD_AUDIT …), JSON, else NULL"),
         Column("child_pid", "INTEGER", "fork: the new process"),
         Column("exit_status", "INTEGER", "exit: exit status, when it exited normally"),
         Column("exit_signal", "INTEGER", "exit: terminating signal, when killed"),
@@ -104,8 +106,12 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("target_pid", "INTEGER", "process acted on"),
         Column("target_tid", "INTEGER", "thread acted on (ptrace)"),
         Column("target_image", "TEXT", "executable of the target"),
+        Column("target_ppid", "INTEGER", "parent of the target (is it the actor's child?)"),
+        Column("target_is_sensor", "INTEGER", "1 when the target is the ktriage sensor itself"),
         Column("addr", "INTEGER", "target address (ptrace addr, first remote iovec, …)"),
         Column("data", "INTEGER", "ptrace data word"),
+        Column("new_ip", "INTEGER", "PTRACE_SETREGS/SETREGSET: instruction pointer written into the target"),
+        Column("new_ip_module", "TEXT", "where new_ip points in the target, module+offset or [anon …]"),
         Column("bytes", "INTEGER", "bytes transferred (process_vm_*)"),
         Column("count", "INTEGER", "iovec count, or the fd taken by pidfd_getfd"),
         Column("open_flags", "INTEGER", "proc_mem: open flags"),
@@ -147,6 +153,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("ids_after", "TEXT", "the same after"),
         Column("caps_before", "TEXT", "effective capabilities before, hex"),
         Column("caps_after", "TEXT", "effective capabilities after, hex"),
+        Column("caps_gained", "INTEGER", "1 when effective capabilities were added"),
         Column("result", "INTEGER", "0 or -errno"),
     ) + ORIGIN,
     "signal": (
@@ -156,7 +163,25 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("target_pid", "INTEGER", "process signalled (negative: a process group)"),
         Column("target_tid", "INTEGER", "thread signalled (tkill, tgkill)"),
         Column("target_image", "TEXT", "executable of the target"),
+        Column("target_is_sensor", "INTEGER", "1 when the target is the ktriage sensor itself"),
         Column("result", "INTEGER", "0 or -errno"),
+    ),
+    "detection": (
+        Column("name", "TEXT", "detection name (the seed's where the behaviour is the same)"),
+        Column("severity", "INTEGER", "1-10: 2 info, 3-4 weak, 5-6 suspicious chain, 7 strong, 8 strongest"),
+        Column("actor_pid", "INTEGER", "the process that acted"),
+        Column("target_pid", "INTEGER", "the process acted on, when there is one"),
+        Column("target_image", "TEXT", "executable of the target"),
+        Column("flags", "INTEGER", "number of events in the chain"),
+        Column("access_mask", "INTEGER", "union of the rights of the access events in the chain"),
+        Column("age_ms", "INTEGER", "time from the first to the last event of the chain"),
+        Column("reason", "TEXT", "why it fired"),
+        Column("technique", "TEXT", "MITRE ATT&CK technique ids, comma-separated"),
+        Column("seed_name", "TEXT", "the Sleepwalker detection this corresponds to"),
+        Column("rule", "TEXT", "the rule that emitted it"),
+        Column("event_ids", "TEXT", "JSON list of the ids (family/source#seq) of the events behind it"),
+        Column("evidence", "TEXT", "JSON list of [step or mark, event id]"),
+        Column("trigger_id", "TEXT", "id of the event that completed it"),
     ),
 }
 

@@ -50,12 +50,20 @@ def _addr(af: int, raw: bytes) -> str | None:
     return None
 
 
+def _ld_env(raw: bytes) -> str | None:
+    """Only the dynamic loader's variables are kept from an environment."""
+    found = dict(v.split("=", 1) for v in (_text(x) for x in raw.split(b"\0") if x.startswith(b"LD_")) if "=" in v)
+    return json.dumps(found) if found else None
+
+
 class Decoder:
     def __init__(self, host: str, procs: ProcessTable, clock_offset: int, created_bit: int = 0,
                  families: frozenset[str] | None = None) -> None:
         self.host = host
         self.procs = procs
         self.maps = MapsCache()
+        self.sensor_pid = os.getpid()
+        self.source = "ebpf"
         self.families = families  # None: all; else derived events outside it are not produced
         self.clock_offset = clock_offset
         self.created_bit = created_bit
@@ -108,7 +116,7 @@ class Decoder:
     def _common(self, layout: Layout, rec: dict[str, Any]) -> Event:
         trunc = [name for i, name in enumerate(layout.strings) if rec["trunc"] >> i & 1]
         return {
-            "family": layout.family, "ts": rec["ts"] + self.clock_offset, "host": self.host, "source": "ebpf",
+            "family": layout.family, "ts": rec["ts"] + self.clock_offset, "host": self.host, "source": self.source,
             "seq": rec["seq"], "pid": rec["pid"], "tid": rec["tid"], "ppid": rec["ppid"], "uid": rec["uid"],
             "comm": _text(rec["comm"].split(b"\0", 1)[0]), "mntns": rec["mntns"],
             "truncated": ",".join(trunc) or None,
@@ -126,7 +134,7 @@ class Decoder:
         self.maps.invalidate(ev["pid"])
         proc = dict(ev, action="exec", path=path, filename=_text(s["filename"]), argv=json.dumps(argv),
                     cmdline=shlex.join(argv), cwd=_text(s["cwd"]), euid=rec["euid"], egid=rec["egid"],
-                    exe_ino=rec["exe_ino"], exe_deleted=int(rec["exe_nlink"] == 0))
+                    exe_ino=rec["exe_ino"], exe_deleted=int(rec["exe_nlink"] == 0), ld_env=_ld_env(s["env"]))
         image = dict(ev, family="image", how="exec", path=path, start=rec["start_code"], end=rec["end_code"],
                      pgoff=0, ino=rec["exe_ino"], prot=5)
         image["truncated"] = "path" if "path" in (ev["truncated"] or "").split(",") else None

@@ -66,9 +66,13 @@ def access(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     else:
         names = OP_RIGHTS.get(op, ())
     rights, mask = _rights(names)
+    new_ip = rec["regs_ip"] or None
     out = dict(ev, op=op, request=request, rights=rights, rights_mask=mask, target_pid=target_pid,
                target_tid=target_tid, target_image=d.procs.image(target_pid) if target_pid else None,
-               addr=rec["addr"], data=rec["data"], bytes=rec["bytes"], count=rec["count"],
+               target_ppid=d.procs.parent(target_pid) if target_pid else None,
+               target_is_sensor=int(target_pid == d.sensor_pid),
+               addr=rec["addr"], data=rec["data"], bytes=rec["bytes"], count=rec["count"], new_ip=new_ip,
+               new_ip_module=d.maps.resolve(target_pid, new_ip) or None if new_ip and target_pid else None,
                open_flags=rec["open_flags"] if op == "proc_mem" else None, own=own, result=rec["result"])
     out.update(decode_origin(rec, s, ev["pid"], d.maps))
     return [d.enrich(out)]
@@ -113,7 +117,8 @@ def api(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list
                old_uid=before[0], new_uid=after[0], old_euid=before[1], new_euid=after[1],
                old_gid=before[4], new_gid=after[4],
                ids_before=json.dumps(dict(zip(ID_NAMES, before))), ids_after=json.dumps(dict(zip(ID_NAMES, after))),
-               caps_before=f"{rec['old_cap_eff']:#x}", caps_after=f"{rec['new_cap_eff']:#x}", result=rec["result"])
+               caps_before=f"{rec['old_cap_eff']:#x}", caps_after=f"{rec['new_cap_eff']:#x}",
+               caps_gained=int(bool(rec["new_cap_eff"] & ~rec["old_cap_eff"])), result=rec["result"])
     out.update(decode_origin(rec, s, ev["pid"], d.maps))
     return [d.enrich(out)]
 
@@ -134,7 +139,8 @@ def signal(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
         tid = target
         pid = rec["target_tgid"] or tgid_of(tid)
     out = dict(ev, op=op, signal=rec["sig"], signal_name=_signal_name(rec["sig"]), target_pid=pid,
-               target_tid=tid, target_image=d.procs.image(pid) if pid > 0 else None, result=rec["result"])
+               target_tid=tid, target_image=d.procs.image(pid) if pid > 0 else None,
+               target_is_sensor=int(pid == d.sensor_pid), result=rec["result"])
     return [d.enrich(out)]
 
 

@@ -166,7 +166,7 @@ LAYOUTS: tuple[Layout, ...] = (
             Field("egid", "u32"),
             Field("old_pid", "u32"),
         ),
-        ("path", "filename", "argv", "cwd"),
+        ("path", "filename", "argv", "cwd", "env"),
         "a successful execve/execveat (sched_process_exec)",
     ),
     Layout(2, "fork", "process", (Field("child_pid", "u32"), Field("clone_flags", "u32")), (),
@@ -234,6 +234,7 @@ LAYOUTS: tuple[Layout, ...] = (
             Field("addr", "u64"),
             Field("data", "u64"),
             Field("bytes", "u64"),
+            Field("regs_ip", "u64"),  # PTRACE_SETREGS/SETREGSET: the instruction pointer written
             Field("op", "u32"),
             Field("request", "u32"),
             Field("target", "u32"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from ktriage.sensor.layouts import ORIGIN_CLASSES
 
-Mapping = tuple[int, int, int, str]  # start, end, file offset, name
+Mapping = tuple[int, int, int, str, str]  # start, end, file offset, perms, name
 
 
 def entropy(sample: bytes) -> float:
@@ -40,7 +40,7 @@ def _parse_maps(text: str) -> list[Mapping]:
         if len(parts) < 5:
             continue
         start, end = (int(x, 16) for x in parts[0].split("-"))
-        out.append((start, end, int(parts[2], 16), parts[5] if len(parts) == 6 else ""))
+        out.append((start, end, int(parts[2], 16), parts[1], parts[5] if len(parts) == 6 else ""))
     return out
 
 
@@ -70,15 +70,22 @@ class MapsCache:
             self._maps.popitem(last=False)
         return entry
 
-    def resolve(self, pid: int, addr: int) -> str:
+    def mapping(self, pid: int, addr: int) -> Mapping | None:
         starts, maps = self._load(pid)
         i = bisect_right(starts, addr) - 1
         if i < 0 or addr >= maps[i][1]:
+            return None
+        return maps[i]
+
+    def resolve(self, pid: int, addr: int) -> str:
+        """module+offset; anonymous memory as [anon PERMS]+offset, e.g. [anon r-x]+0x10."""
+        found = self.mapping(pid, addr)
+        if found is None:
             return ""
-        start, _end, offset, name = maps[i]
+        start, _end, offset, perms, name = found
         if name.startswith("/"):
             return f"{os.path.basename(name)}+{addr - start + offset:#x}"
-        return f"{name or '[anon]'}+{addr - start:#x}"
+        return f"{name or f'[anon {perms[:3]}]'}+{addr - start:#x}"
 
 
 def decode_origin(rec: dict[str, Any], strings: dict[str, bytes], pid: int, maps: MapsCache) -> dict[str, Any]:
@@ -92,11 +99,26 @@ def decode_origin(rec: dict[str, Any], strings: dict[str, bytes], pid: int, maps
     resolved = [[f, maps.resolve(pid, f)] for f in frames]
     module = resolved[0][1] or (f"[{cls}]+{ip - rec['origin_start']:#x}" if rec["origin_start"] else "")
     sample = strings["sample"]
+    anomaly = stack_anomaly(maps.mapping(pid, rec["origin_sp"]), resolved[1:])
     return {
         "origin_ip": ip, "origin_class": cls, "origin_module": module,
         "origin_path": strings["origin_path"].decode("utf-8", "backslashreplace") or None,
         "origin_start": rec["origin_start"], "origin_end": rec["origin_end"],
         "origin_prot": prot_text(rec["origin_flags"]), "origin_sp": rec["origin_sp"],
         "sample": sample.hex() or None, "sample_entropy": round(entropy(sample), 3) if sample else None,
-        "stack": json.dumps(resolved),
+        "stack": json.dumps(resolved), "stack_anomaly": anomaly,
     }
+
+
+def stack_anomaly(sp_mapping: Mapping | None, frames: list[list[Any]]) -> str | None:
+    """Why the user stack looks forged: the stack pointer in a heap, file or
+    executable mapping (a pivot), or a caller frame in anonymous executable
+    memory. Unknown (process gone) is not an anomaly."""
+    if sp_mapping is not None:
+        perms, name = sp_mapping[3], sp_mapping[4]
+        if name == "[heap]" or name.startswith("/") or "x" in perms:
+            return f"stack pointer in {name or 'anonymous'} {perms[:3]} memory"
+    for i, (_ip, sym) in enumerate(frames, start=1):
+        if sym.startswith("[anon") and "x" in sym.split("]")[0]:
+            return f"frame #{i} in anonymous executable memory ({sym})"
+    return None

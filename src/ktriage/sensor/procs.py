@@ -17,9 +17,19 @@ def read_exe(pid: int) -> str:
         return ""
 
 
+def read_ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+
 class ProcessTable:
     def __init__(self) -> None:
         self.images: dict[int, str] = {}
+        self.parents: dict[int, int] = {}
         self.misses = 0
 
     def seed_from_proc(self) -> None:
@@ -39,26 +49,30 @@ class ProcessTable:
     def on_exec(self, pid: int, path: str) -> None:
         self.images[pid] = path
 
+    def parent(self, pid: int) -> int | None:
+        found = self.parents.get(pid)
+        if found is None:
+            found = read_ppid(pid)
+            if found is not None:
+                self.parents[pid] = found
+        return found
+
     def on_fork(self, parent: int, child: int) -> None:
         self.images[child] = self.image(parent)
+        self.parents[child] = parent
 
     def on_exit(self, pid: int) -> None:
         self.images.pop(pid, None)
+        self.parents.pop(pid, None)
 
 
 def descendants(roots: set[int]) -> dict[int, int]:
     """The given pids and every live process below them, from /proc: pid -> generation."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(name))
+        ppid = read_ppid(int(name)) if name.isdigit() else None
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(name))
     found, todo = dict.fromkeys(roots, 0), list(roots)
     while todo:
         parent = todo.pop()
@@ -73,9 +87,7 @@ def tgid_of(tid: int) -> int:
     """The process a thread id belongs to (the tid itself when unknown)."""
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
+            lines = [line for line in f if line.startswith(b"Tgid:")]
     except OSError:
-        pass
-    return tid
+        return tid
+    return int(lines[0].split()[1]) if lines else tid

@@ -4,6 +4,30 @@
 #include "origin.h"
 
 #define PROC_SUPER_MAGIC 0x9fa0
+#define PTRACE_SETREGS 13
+#define PTRACE_SETREGSET 0x4205
+#define NT_PRSTATUS 1
+#if defined(__TARGET_ARCH_x86)
+#define REGS_IP_OFFSET 128 /* user_regs_struct.rip */
+#elif defined(__TARGET_ARCH_arm64)
+#define REGS_IP_OFFSET 256 /* user_pt_regs.pc */
+#endif
+
+/* The instruction pointer a tracer writes into its tracee's registers. */
+static __always_inline __u64 written_ip(__u64 request, __u64 addr, __u64 data)
+{
+	__u64 ip = 0;
+	void *regs = (void *)data;
+	if (request == PTRACE_SETREGSET) {
+		if (addr != NT_PRSTATUS)
+			return 0;
+		bpf_probe_read_user(&regs, sizeof(regs), (void *)data); /* iovec.iov_base */
+	} else if (request != PTRACE_SETREGS) {
+		return 0;
+	}
+	bpf_probe_read_user(&ip, sizeof(ip), regs + REGS_IP_OFFSET);
+	return ip;
+}
 
 static __always_inline struct kt_access *access_begin(void *ctx, __u32 op)
 {
@@ -32,6 +56,7 @@ int sys_exit_ptrace(struct trace_event_raw_sys_exit *ctx)
 	r->target = ARG2(regs);
 	r->addr = ARG3(regs);
 	r->data = ARG4(regs);
+	r->regs_ip = written_ip(r->request, r->addr, r->data);
 	r->result = ctx->ret < 0 ? ctx->ret : 0;
 	access_emit(ctx, r, FILL_ORIGIN(ctx, r));
 	return 0;

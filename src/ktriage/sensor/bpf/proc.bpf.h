@@ -93,6 +93,10 @@ static __always_inline int do_exec(struct task_struct *p, pid_t old_pid, struct 
 		off = put_user_bytes((void *)r, off, (void *)arg_start, arg_end - arg_start, 2, &r->argv_len);
 	struct fs_struct *fs = BPF_CORE_READ(p, fs);
 	off = put_path((void *)r, off, __builtin_preserve_access_index(&fs->pwd), 3, &r->cwd_len);
+	/* the environment, for LD_PRELOAD / LD_AUDIT; user space keeps only LD_* */
+	__u64 env_start = BPF_CORE_READ(mm, env_start), env_end = BPF_CORE_READ(mm, env_end);
+	if (env_end > env_start)
+		off = put_user_bytes((void *)r, off, (void *)env_start, env_end - env_start, 4, &r->env_len);
 	r->size = off;
 	emit(r, KT_FAM_PROCESS);
 	return 0;

@@ -1,0 +1,107 @@
+"""Field predicates over events, compiled once from rule YAML.
+
+A ``where`` mapping holds field tests that must all hold. A value is an
+equality test, a list is "any of", and a mapping names operators:
+
+    eq ne in not_in contains startswith endswith regex gt ge lt le
+    bits_any bits_all        (integer fields)
+    eq_field ne_field        (compare with another field of the same event)
+    basename_in              (the last path component is one of)
+    exists                   (true: the field is set, false: it is missing or null)
+
+The keys ``any``, ``all`` and ``not`` combine nested ``where`` mappings.
+Unknown operators are rejected when the rule is loaded, with its location.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Predicate = Callable[[Event], bool]
+
+
+class PredicateError(ValueError):
+    pass
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def _text(ev: Event, field: str) -> str:
+    value = ev.get(field)
+    return "" if value is None else str(value)
+
+
+def _op(field: str, op: str, arg: Any) -> Predicate:
+    get = lambda ev: ev.get(field)  # noqa: E731
+    if op == "eq":
+        return lambda ev: get(ev) == arg
+    if op == "ne":
+        return lambda ev: get(ev) != arg
+    if op in ("in", "not_in"):
+        values = frozenset(_as_tuple(arg))
+        return (lambda ev: get(ev) in values) if op == "in" else (lambda ev: get(ev) not in values)
+    if op == "contains":
+        needles = _as_tuple(arg)
+        return lambda ev: any(n in _text(ev, field) for n in needles)
+    if op == "startswith":
+        prefixes = _as_tuple(arg)
+        return lambda ev: _text(ev, field).startswith(prefixes)
+    if op == "endswith":
+        suffixes = _as_tuple(arg)
+        return lambda ev: _text(ev, field).endswith(suffixes)
+    if op == "regex":
+        pattern = re.compile(arg)
+        return lambda ev: pattern.search(_text(ev, field)) is not None
+    if op in ("gt", "ge", "lt", "le"):
+        compare = {"gt": lambda a: a > arg, "ge": lambda a: a >= arg, "lt": lambda a: a < arg,
+                   "le": lambda a: a <= arg}[op]
+        return lambda ev: isinstance(get(ev), (int, float)) and compare(get(ev))
+    if op == "bits_any":
+        return lambda ev: bool((get(ev) or 0) & arg)
+    if op == "bits_all":
+        return lambda ev: (get(ev) or 0) & arg == arg
+    if op == "eq_field":
+        return lambda ev: get(ev) is not None and get(ev) == ev.get(arg)
+    if op == "ne_field":
+        return lambda ev: get(ev) != ev.get(arg)
+    if op == "basename_in":
+        names = frozenset(_as_tuple(arg))
+        return lambda ev: os.path.basename(_text(ev, field)) in names
+    if op == "exists":
+        return (lambda ev: get(ev) is not None) if arg else (lambda ev: get(ev) is None)
+    raise PredicateError(f"unknown operator {op!r} on field {field!r}")
+
+
+def _field(field: str, spec: Any) -> Predicate:
+    if isinstance(spec, dict):
+        tests = [_op(field, op, arg) for op, arg in spec.items()]
+        return tests[0] if len(tests) == 1 else (lambda ev: all(t(ev) for t in tests))
+    if isinstance(spec, list):
+        return _op(field, "in", spec)
+    return _op(field, "eq", spec)
+
+
+def compile_where(spec: dict[str, Any]) -> Predicate:
+    """A predicate from a ``where`` mapping; raises PredicateError on a bad spec."""
+    if not isinstance(spec, dict):
+        raise PredicateError(f"a where clause must be a mapping, not {type(spec).__name__}")
+    tests: list[Predicate] = []
+    for key, value in spec.items():
+        if key in ("any", "all"):
+            subs = [compile_where(v) for v in _as_tuple(value)]
+            tests.append((lambda ev, s=subs: any(p(ev) for p in s)) if key == "any"
+                         else (lambda ev, s=subs: all(p(ev) for p in s)))
+        elif key == "not":
+            inner = compile_where(value)
+            tests.append(lambda ev, p=inner: not p(ev))
+        else:
+            tests.append(_field(key, value))
+    if len(tests) == 1:
+        return tests[0]
+    return lambda ev: all(t(ev) for t in tests)
