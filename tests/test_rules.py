@@ -47,3 +47,8 @@ def test_bad_rules_are_refused_with_their_location(tmp_path) -> None:
         load_file(path)
     with pytest.raises(RuleError, match="missing 'severity'"):
         rule_from_dict({"name": "Y", "where": {"family": "file"}}, "inline")
+
+
+def test_string_operators_refuse_non_strings() -> None:
+    with pytest.raises(RuleError, match="quote values holding ':'"):
+        rule_from_dict({"name": "Z", "severity": 1, "where": {"path": {"startswith": [{"/memfd": None}]}}}, "x")

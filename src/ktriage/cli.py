@@ -9,9 +9,11 @@ import argparse
 import logging
 import sqlite3
 import sys
+from pathlib import Path
 
 from ktriage import __version__
 from ktriage.errors import KtriageError, StoreError, UsageError
+from ktriage.render import detections as render_detections
 from ktriage.render.rows import FORMATS, write_rows
 from ktriage.store.sqlite import open_readonly
 
@@ -98,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(w)
     w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
+    d = sub.add_parser("detections", help="list the detections stored in a database")
+    d.add_argument("--db", default="ktriage.db", help="SQLite database file")
+    d.add_argument("--format", choices=("table", "jsonl"), default="table")
+    d.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
+
+    r = sub.add_parser("detect", help="run the detection rules over stored or recorded events (replay)")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="a database recorded by ktriage")
+    src.add_argument("--events", type=Path, metavar="FILE", help="events as JSON lines (watch --format jsonl)")
+    r.add_argument("--format", choices=("table", "jsonl"), default="table")
+    r.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
+
+    sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
+
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
     q.add_argument("--db", default="ktriage.db", help="SQLite database file")
     q.add_argument("--format", choices=FORMATS, default="table")
@@ -127,6 +143,39 @@ def _watch(args: argparse.Namespace) -> int:
     return Watcher(options).run()
 
 
+def _detections(args: argparse.Namespace) -> int:
+    db = open_readonly(args.db)
+    db.row_factory = sqlite3.Row
+    try:
+        rows = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
+        detections = [dict(row) for row in rows]
+    except sqlite3.Error as exc:
+        raise StoreError(f"{args.db}: {exc}") from exc
+    render_detections.write(sys.stdout, args.format, detections)
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from ktriage.detect.replay import jsonl_events, replay, stored_events
+    from ktriage.detect.rules import builtin_rules
+
+    if args.events is not None:
+        if not args.events.is_file():
+            raise UsageError(f"{args.events}: no such file")
+        events = list(jsonl_events(args.events))
+    else:
+        events = list(stored_events(open_readonly(args.db)))
+    found = [d for d in replay(events, builtin_rules()) if d["severity"] >= args.min_severity]
+    render_detections.write(sys.stdout, args.format, found)
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from ktriage.selftest.suite import Suite
+
+    return Suite().run()
+
+
 def _query(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     try:
@@ -142,7 +191,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "watch": _watch, "query": _query}
+_COMMANDS = {"record": _record, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ calibrated, and its records decoded into events with ktriage's own filtered out
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import tempfile
@@ -12,6 +13,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ktriage.detect.engine import Engine
+from ktriage.detect.replay import live_order
+from ktriage.detect.rules import builtin_rules
 from ktriage.errors import SetupError, UsageError
 from ktriage.sensor.decode import Decoder, Event, boot_to_epoch_offset
 from ktriage.sensor.procs import ProcessTable, descendants
@@ -32,9 +36,13 @@ def check_pids(pids: list[int]) -> dict[int, int]:
 
 
 class LiveSource:
-    def __init__(self, options: SensorOptions) -> None:
+    """Events from the kernel, then the detections they complete (detect=True)."""
+
+    def __init__(self, options: SensorOptions, detect: bool = True) -> None:
         self.sensor = Sensor(options)
         self.host = socket.gethostname()
+        self.source = f"ebpf:{secrets.token_hex(4)}"  # one recording: seq is unique within it
+        self.engine = Engine(builtin_rules("linux")) if detect else None
         self.counts: Counter[str] = Counter()  # events delivered, per family
         self.own_events = 0  # ktriage's own calibration opens, not delivered
         self.decoder: Decoder | None = None
@@ -47,6 +55,7 @@ class LiveSource:
         with tempfile.TemporaryDirectory(prefix="ktriage-") as tmp:
             created_bit, self._early = calibrate_created_bit(self.sensor, tmp)
         self.decoder = Decoder(self.host, procs, boot_to_epoch_offset(), created_bit, self.sensor.options.families)
+        self.decoder.source = self.source
 
     def poll(self, timeout_ms: int) -> list[Event]:
         """Events decoded from what the kernel sent within timeout_ms (0: what is there now)."""
@@ -54,8 +63,10 @@ class LiveSource:
         raws = self._early + self.sensor.poll(timeout_ms)
         self._early = []
         decoded = self.decoder.decode_many(raws)
-        events = [e for e in decoded if e["pid"] != os.getpid()]
+        events = sorted((e for e in decoded if e["pid"] != os.getpid()), key=live_order)
         self.own_events += len(decoded) - len(events)
+        if self.engine is not None:
+            events += self.engine.process_many(events)
         for ev in events:
             self.counts[ev["family"]] += 1
         return events

@@ -95,7 +95,7 @@ class Recorder:
     def _live_line(self, elapsed: float, source: LiveSource) -> None:
         _, lost = source.sensor.counters()
         total = sum(source.counts.values())
-        fams = " ".join(f"{f}={source.counts[f]}" for f in layouts.FAMILIES)
+        fams = " ".join(f"{f}={source.counts[f]}" for f in (*layouts.FAMILIES, "detection"))
         line = f"{elapsed:6.0f}s  events={total} ({total / max(elapsed, 1e-9):.0f}/s)  {fams}  lost={sum(lost.values())}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.err, flush=True)
 
@@ -108,6 +108,8 @@ class Recorder:
         rows += [("bpf", f, "lost", lost[f]) for f in layouts.FAMILIES]
         rows += [("decode", f, "received", decoder.records[f]) for f in layouts.FAMILIES]
         rows += [("decode", f, "events", source.counts[f]) for f in layouts.FAMILIES]
+        if source.engine is not None:
+            rows += [("detect", "", name, value) for name, value in sorted(source.engine.counters.items())]
         rows += [("decode", "", "errors", decoder.errors), ("decode", "", "own", source.own_events),
                  ("queue", "", "dropped", dropped),
                  ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
@@ -126,5 +128,6 @@ class Recorder:
         p(f"{'family':<10} {'events':>10} {'records':>10} {'bpf sent':>10} {'bpf lost':>10}")
         for fam in layouts.FAMILIES:
             p(f"{fam:<10} {source.counts[fam]:>10} {decoder.records[fam]:>10} {sent[fam]:>10} {lost[fam]:>10}")
+        p(f"detections {source.counts['detection']}")
         p(f"decode errors {decoder.errors}, queue dropped {dropped}, stored {writer.written}, "
           f"store failed {writer.failed}, lost in kernel {sum(lost.values())}")

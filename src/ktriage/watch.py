@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ktriage.detect.engine import event_id
 from ktriage.errors import UsageError
 from ktriage.live import LiveSource, check_pids, require_root, stop_on_signals
 from ktriage.render.preview import Preview
@@ -36,7 +37,7 @@ class WatchOptions:
 class Launch:
     """A child that runs argv once released."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], stdout: int | None = None) -> None:
         exe = shutil.which(argv[0])
         if exe is None:
             raise UsageError(f"cannot run {argv[0]!r}: command not found")
@@ -44,12 +45,16 @@ class Launch:
         pid = os.fork()
         if pid == 0:  # the child: wait for the go, then become the command
             os.close(w)
+            if stdout is not None:
+                os.dup2(stdout, 1)
             os.read(r, 1)
             try:
                 os.execv(exe, argv)
             finally:
                 os._exit(127)
         os.close(r)
+        if stdout is not None:
+            os.close(stdout)
         self.pid, self._go, self.status = pid, w, None
 
     def release(self) -> None:
@@ -65,10 +70,14 @@ class Launch:
         return self.status is not None
 
     def abandon(self) -> None:
+        """Kill a child that was never released or did not finish."""
         if self._go >= 0:
-            os.close(self._go)  # the child's read returns 0; it execs nothing useful: kill it
+            os.close(self._go)
+            self._go = -1
+        if self.status is None:
             os.kill(self.pid, 9)
             os.waitpid(self.pid, 0)
+            self.status = -9
 
 
 class Watcher:
@@ -111,10 +120,15 @@ class Watcher:
         self._write(source.poll(100) + source.poll(0))  # the root's last events
 
     def _write(self, events: list[dict]) -> None:
-        for ev in events:
-            if self.options.fmt == "jsonl":
+        if self.options.fmt == "jsonl":
+            for ev in events:
                 self.out.write(json.dumps(ev) + "\n")
-            else:
-                self.out.write(self.preview.render(ev) + "\n")
+        else:  # detections become Alert sections under the event that completed them
+            alerts: dict[str, list[dict]] = {}
+            for det in (e for e in events if e["family"] == "detection"):
+                alerts.setdefault(det["trigger_id"], []).append(det)
+            for ev in events:
+                if ev["family"] != "detection":
+                    self.out.write(self.preview.render(ev, alerts.get(event_id(ev), [])) + "\n")
         if events:
             self.out.flush()

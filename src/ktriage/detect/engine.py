@@ -12,12 +12,14 @@ that satisfied the rule and ``evidence`` which step or mark each one was.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ktriage.detect.rules import Level, Rule, Step
 
+log = logging.getLogger(__name__)
 Event = dict[str, Any]
 Key = tuple[Any, ...]
 SUPPRESS_WINDOW_NS = 30_000_000_000
@@ -65,6 +67,7 @@ class Engine:
         self.seq = 0
         self._state: dict[str, _Lru] = {r.name: _Lru(capacity, self.counters) for r in self.rules}
         self._fired = _Lru(capacity, self.counters)  # (name, actor, target) -> ts
+        self._kinds = {"match": self._match, "sequence": self._sequence, "marks": self._marks}
 
     def process_many(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
@@ -75,12 +78,12 @@ class Engine:
     def process(self, ev: Event) -> list[Event]:
         out: list[Event] = []
         for rule in self.rules:
-            if rule.kind == "match":
-                out.extend(self._match(rule, ev))
-            elif rule.kind == "sequence":
-                out.extend(self._sequence(rule, ev))
-            else:
-                out.extend(self._marks(rule, ev))
+            try:
+                out.extend(self._kinds[rule.kind](rule, ev))
+            except (TypeError, ValueError, KeyError) as exc:
+                # a rule that cannot evaluate this event: counted, never fatal to the live pipeline
+                self.counters["rule_errors"] += 1
+                log.warning("rule %s failed on %s: %r", rule.name, event_id(ev), exc)
         return out
 
     # -- kinds -----------------------------------------------------------------

@@ -37,7 +37,19 @@ def _text(ev: Event, field: str) -> str:
     return "" if value is None else str(value)
 
 
+_STRING_OPS = ("contains", "startswith", "endswith", "regex", "basename_in")
+_INT_OPS = ("bits_any", "bits_all")
+
+
+def _check_arg(field: str, op: str, arg: Any) -> None:
+    if op in _STRING_OPS and not all(isinstance(a, str) for a in _as_tuple(arg)):
+        raise PredicateError(f"{op} on field {field!r} takes strings, got {arg!r} (quote values holding ':')")
+    if op in _INT_OPS and not isinstance(arg, int):
+        raise PredicateError(f"{op} on field {field!r} takes an integer, got {arg!r}")
+
+
 def _op(field: str, op: str, arg: Any) -> Predicate:
+    _check_arg(field, op, arg)
     get = lambda ev: ev.get(field)  # noqa: E731
     if op == "eq":
         return lambda ev: get(ev) == arg

@@ -163,6 +163,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("target_pid", "INTEGER", "process signalled (negative: a process group)"),
         Column("target_tid", "INTEGER", "thread signalled (tkill, tgkill)"),
         Column("target_image", "TEXT", "executable of the target"),
+        Column("target_ppid", "INTEGER", "parent of the target"),
         Column("target_is_sensor", "INTEGER", "1 when the target is the ktriage sensor itself"),
         Column("result", "INTEGER", "0 or -errno"),
     ),

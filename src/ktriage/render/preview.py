@@ -22,7 +22,7 @@ _COLOURS = {"access": "35", "memory": "33", "module": "31", "api": "36", "signal
 SUSPECT = "1;31"
 
 
-def _iso(ns: int) -> str:
+def iso_time(ns: int) -> str:
     t = datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc)
     return f"{t:%Y-%m-%dT%H:%M:%S}.{ns % 1_000_000_000:09d}Z"
 
@@ -50,7 +50,7 @@ class Preview:
     def _paint(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
-    def render(self, ev: Event) -> str:
+    def render(self, ev: Event, alerts: list[Event] = ()) -> str:  # type: ignore[assignment]
         fam = ev["family"]
         title = self._titles.get(fam, lambda e: f"[{fam.upper()}]")(ev)
         suspect = ORIGIN_VERDICT.get(ev.get("origin_class") or "") == "DIRECT-SYSCALL-SUSPECT"
@@ -66,13 +66,18 @@ class Preview:
             lines += self._stack(ev)
         if suspect:
             lines.append(self._paint(SUSPECT, "Alert  direct-syscall-suspect classification observed"))
+        for det in alerts:
+            lines.append(self._paint(SUSPECT if det["severity"] >= 5 else "33",
+                                     f"Alert  {det['name']} severity={det['severity']} "
+                                     f"actor={det['actor_pid']} target={det['target_pid'] or '-'}: {det['reason']}"))
+            lines.append(f"       events={', '.join(json.loads(det['event_ids']))} technique={det['technique']}")
         return "\n".join(lines)
 
     def _meta(self, ev: Event) -> str:
         dt = "" if self.last_ts is None else f" dt=+{(ev['ts'] - self.last_ts) / 1e9:.6f}s"
         self.last_ts = ev["ts"]
         return (f"Meta   event={ev['family']} pid={ev['pid']} tid={ev['tid']} ppid={ev['ppid']} uid={ev['uid']} "
-                f"seq={ev['seq']} ts={_iso(ev['ts'])}{dt}")
+                f"seq={ev['seq']} ts={iso_time(ev['ts'])}{dt}")
 
     @staticmethod
     def _actor(ev: Event) -> list[str]:

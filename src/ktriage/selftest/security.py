@@ -29,7 +29,7 @@ PROT_R, PROT_W, PROT_X = 1, 2, 4
 MAP_PRIVATE_ANON = 0x02 | 0x20
 PAGE = 4096
 PTRACE_PEEKTEXT, PTRACE_POKETEXT, PTRACE_GETREGS, PTRACE_SETREGS = 1, 4, 12, 13
-PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+PTRACE_ATTACH, PTRACE_DETACH, PTRACE_CONT = 16, 17, 7
 _X86 = platform.machine() == "x86_64"
 SYS = {"finit_module": 313, "pidfd_getfd": 438, "bpf": 321} if _X86 else {"finit_module": 273, "pidfd_getfd": 438,
                                                                          "bpf": 280}
@@ -76,6 +76,65 @@ def _region(pid: int, perms: str) -> int:
 def _end(victim: subprocess.Popen) -> None:
     victim.kill()
     victim.wait()
+
+
+def _orphan_sleeper() -> int:
+    """A sleeping process that is not our child (its parent exits at once)."""
+    out = subprocess.run(["/bin/sh", "-c", "/bin/sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                         text=True, check=True)
+    pid = int(out.stdout)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                if "nanosleep" in f.read():
+                    return pid
+        except OSError:
+            break
+        time.sleep(0.01)
+    raise TimeoutError(f"sleeper {pid} did not start sleeping")
+
+
+def _poke_and_set_registers(pid: int) -> int:
+    """PEEK+POKE the same word into pid's text, GET+SET the same registers; returns the address."""
+    addr = _region(pid, "r-xp")
+    ctypes.set_errno(0)
+    word = libc.ptrace(PTRACE_PEEKTEXT, pid, ctypes.c_void_p(addr), None)
+    _check(libc.ptrace(PTRACE_POKETEXT, pid, ctypes.c_void_p(addr), ctypes.c_void_p(word)), "POKETEXT")
+    regs = ctypes.create_string_buffer(27 * 8)
+    _check(libc.ptrace(PTRACE_GETREGS, pid, None, regs), "GETREGS")
+    _check(libc.ptrace(PTRACE_SETREGS, pid, None, regs), "SETREGS")
+    return addr
+
+
+def thread_hijack(workdir: str) -> Facts:
+    """Attach to a process that is not ours, write its text and registers (unchanged), detach."""
+    pid = _orphan_sleeper()
+    try:
+        _check(libc.ptrace(PTRACE_ATTACH, pid, None, None), "PTRACE_ATTACH")
+        os.waitpid(pid, 0)
+        addr = _poke_and_set_registers(pid)
+        _check(libc.ptrace(PTRACE_DETACH, pid, None, None), "DETACH")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    return {"pid": os.getpid(), "target": pid, "addr": addr}
+
+
+def hollow_child(workdir: str) -> Facts:
+    """Hollowing's shape: spawn a child stopped at exec (TRACEME), rewrite its memory and registers
+    (with what was there), let it run, kill it."""
+    pid = os.fork()
+    if pid == 0:
+        libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME: stop at exec
+        os.execv("/bin/sleep", ["sleep", "60"])
+    os.waitpid(pid, 0)
+    try:
+        addr = _poke_and_set_registers(pid)
+        _check(libc.ptrace(PTRACE_CONT, pid, None, None), "PTRACE_CONT")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {"pid": os.getpid(), "child": pid, "addr": addr}
 
 
 def ptrace_inject(workdir: str) -> Facts:
@@ -173,6 +232,25 @@ def direct_syscall(workdir: str) -> Facts:
             "syscall_ip": code + len(blob) - 1}
 
 
+def stack_pivot(workdir: str) -> Facts:
+    """x86-64 shellcode that moves the stack pointer into its own RWX page, issues mprotect with a raw
+    syscall, and moves it back."""
+    if not _X86:
+        raise NotImplementedError("stack_pivot generator is written for x86-64")
+    page, target = _anon(PAGE, PROT_R | PROT_W | PROT_X), _anon(PAGE, PROT_R | PROT_W)
+    pivot = page + PAGE - 64
+    code = (b"\x48\x89\xe0"  # mov rax, rsp
+            + b"\x48\xbc" + pivot.to_bytes(8, "little")  # mov rsp, pivot
+            + b"\x50"  # push rax
+            + _shellcode(target)[:-1]  # mprotect(target, 4096, r-x) via syscall, without its ret
+            + b"\x5c\xc3")  # pop rsp; ret
+    ctypes.memmove(page, code, len(code))
+    ret = ctypes.CFUNCTYPE(ctypes.c_long)(page)()
+    if ret != 0:
+        raise OSError(-ret, "pivoted mprotect failed")
+    return {"pid": os.getpid(), "page": page, "pivot": pivot, "target": target}
+
+
 def memfd_exec(workdir: str) -> Facts:
     """Copy /bin/true into a memfd and execute it from there (fexecve)."""
     fd = os.memfd_create("ktriage-memfd", 0)
@@ -242,6 +320,68 @@ def bpf_load(workdir: str) -> Facts:
     return {"pid": os.getpid(), "name": "kt_selftest"}
 
 
-GENERATORS = {"ptrace_inject": ptrace_inject, "vm_writev": vm_writev, "proc_mem": proc_mem, "wx_memory": wx_memory,
+def deleted_exec(workdir: str) -> Facts:
+    """Copy /bin/true, keep it open, delete it, execute it through /proc/self/fd."""
+    path = os.path.join(workdir, "vanishing")
+    with open("/bin/true", "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(path, 0o755)
+    fd = os.open(path, os.O_RDONLY)
+    os.unlink(path)
+    child = subprocess.run([f"/proc/self/fd/{fd}"], pass_fds=(fd,), check=False)
+    os.close(fd)
+    return {"pid": os.getpid(), "path": path, "status": child.returncode}
+
+
+def preload(workdir: str) -> Facts:
+    """Run a program with LD_PRELOAD of a real library, and open /etc/ld.so.preload for writing without
+    changing it (appending nothing; created empty and removed if it did not exist)."""
+    lib = "/usr/lib/x86_64-linux-gnu/libm.so.6" if _X86 else "/usr/lib/aarch64-linux-gnu/libm.so.6"
+    child = subprocess.run(["/bin/true"], env={"LD_PRELOAD": lib, "PATH": "/usr/bin:/bin"}, check=False)
+    existed = os.path.exists("/etc/ld.so.preload")
+    os.close(os.open("/etc/ld.so.preload", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    if not existed:
+        os.unlink("/etc/ld.so.preload")
+    return {"pid": os.getpid(), "library": lib, "status": child.returncode, "preload_existed": existed}
+
+
+def persistence(workdir: str) -> Facts:
+    """Drop a comment-only cron file and profile script, then remove them."""
+    written = []
+    for path in ("/etc/cron.d/ktriage-selftest", "/etc/profile.d/ktriage-selftest.sh"):
+        if not os.path.isdir(os.path.dirname(path)):
+            continue
+        with open(path, "x") as f:
+            f.write("# ktriage selftest: persistence-write detection check; removed at once\n")
+        os.unlink(path)
+        written.append(path)
+    return {"pid": os.getpid(), "paths": written}
+
+
+def escalate(workdir: str) -> Facts:
+    """A child drops its effective uid to nobody and takes root back (saved uid 0): euid 65534 -> 0."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(-1, 65534, -1)
+            os.setresuid(-1, 0, -1)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return {"pid": os.getpid(), "child": pid}
+
+
+def tamper(workdir: str) -> Facts:
+    """Stop and continue the ktriage sensor (pid in KTRIAGE_SENSOR_PID) and peek at its /proc/PID/mem."""
+    sensor = int(os.environ["KTRIAGE_SENSOR_PID"])
+    os.kill(sensor, signal.SIGSTOP)
+    os.kill(sensor, signal.SIGCONT)
+    os.close(os.open(f"/proc/{sensor}/mem", os.O_RDONLY))
+    return {"pid": os.getpid(), "sensor": sensor}
+
+
+GENERATORS = {"stack_pivot": stack_pivot, "thread_hijack": thread_hijack, "hollow_child": hollow_child, "deleted_exec": deleted_exec,
+              "preload": preload, "persistence": persistence, "escalate": escalate, "tamper": tamper,
+              "ptrace_inject": ptrace_inject, "vm_writev": vm_writev, "proc_mem": proc_mem, "wx_memory": wx_memory,
               "direct_syscall": direct_syscall, "memfd_exec": memfd_exec, "finit_module": finit_module,
               "setuid": setuid, "signals": signals, "bpf_load": bpf_load}

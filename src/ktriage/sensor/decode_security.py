@@ -140,6 +140,7 @@ def signal(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
         pid = rec["target_tgid"] or tgid_of(tid)
     out = dict(ev, op=op, signal=rec["sig"], signal_name=_signal_name(rec["sig"]), target_pid=pid,
                target_tid=tid, target_image=d.procs.image(pid) if pid > 0 else None,
+               target_ppid=d.procs.parent(pid) if pid > 0 else None,
                target_is_sensor=int(pid == d.sensor_pid), result=rec["result"])
     return [d.enrich(out)]
 

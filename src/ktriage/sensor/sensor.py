@@ -39,6 +39,7 @@ class SensorOptions:
     pids: dict[int, int] = field(default_factory=dict)  # target pid -> generation; empty: the whole host
     families: frozenset[str] = ALL_FAMILIES  # the streams reported
     max_depth: int = 0xFFFFFFFF  # generations of children followed below a target
+    targeted: bool = False  # filter to the target set even while it is empty (targets added later)
 
 
 def _sched_flavour(result: ProbeResult) -> str:
@@ -89,7 +90,7 @@ class Sensor:
     def configure(self, calib_tid: int) -> None:
         assert self.obj is not None
         o = self.options
-        value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(o.pids)), o.max_depth,
+        value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(o.pids) or o.targeted), o.max_depth,
                                            family_mask(o.families), 0)
         self.obj.map("kt_cfg").update(_U32.pack(0), value)
 
