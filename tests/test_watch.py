@@ -67,3 +67,13 @@ def test_watch_bad_input(root: None) -> None:
         assert proc.returncode != 0
         assert needle in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 2  # argparse adds its usage line for option errors
+
+
+def test_watch_renders_alerts_under_the_triggering_event(root: None) -> None:
+    proc = ktriage("watch", "--color", "never", "--streams", "memory,process", "--", *GEN, "wx_memory")
+    assert proc.returncode == 0, proc.stderr
+    blocks = [b.strip("\n") for b in proc.stdout.split("\n\n")]
+    alerted = [b for b in blocks if "Alert  WX_MEMORY severity=5" in b]
+    assert len(alerted) == 1
+    assert alerted[0].startswith("[MEMORY]") and "prot=rw-->r-x" in alerted[0].splitlines()[0]
+    assert "technique=T1055,T1027.002" in alerted[0]
