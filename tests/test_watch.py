@@ -41,7 +41,7 @@ def test_watch_text_preview_layout(root: None) -> None:
     block = blocks[-1].splitlines()
     assert block[0].startswith("[MEMORY] LEGITIMATE-SYSCALL  mprotect addr=0x") and "prot=rw-->r-x" in block[0]
     labels = [line[:6] for line in block[1:] if not line.startswith(" ")]
-    assert labels == ["Meta  ", "Actor ", "Origin", "Status", "Stack "]
+    assert labels == ["Meta  ", "Actor ", "Origin", "Status", "Stack ", "Alert "]
     assert "\033[" not in proc.stdout
 
 
