@@ -1,0 +1,82 @@
+"""Detection latency: from the syscall (the kernel's timestamp of the event that
+completes a detection) to the detection committed in the SQLite store.
+
+Run as root from the repository:  sudo .venv/bin/python bench/detection_latency.py [--count 200]
+
+bench/wx.c forks COUNT children 10 ms apart, each making anonymous memory
+writable then executable (one WX_MEMORY detection each), under the live
+pipeline of `ktriage record` (sensor, decoder, engine, bus, store writer) run
+in this process with the writer noting when each batch is committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ktriage.bus import Bus
+from ktriage.live import LiveSource
+from ktriage.sensor.sensor import SensorOptions
+from ktriage.store.sqlite import SqliteStore
+from ktriage.store.writer import StoreWriter
+from ktriage.watch import Launch
+
+HERE = Path(__file__).resolve().parent
+
+
+class TimedWriter(StoreWriter):
+    """Notes the commit time of every detection it stores."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.latencies_ms: list[float] = []
+
+    def _write(self, events: list[dict]) -> None:
+        super()._write(events)
+        now = time.time_ns()
+        self.latencies_ms += [(now - e["ts"]) / 1e6 for e in events if e["family"] == "detection"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=200)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench needs root (it loads the sensor)", file=sys.stderr)
+        return 2
+    (HERE / "out").mkdir(exist_ok=True)
+    exe = HERE / "out" / "wx"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(HERE / "wx.c")], check=True)
+    with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
+        source = LiveSource(SensorOptions(targeted=True))
+        source.start()
+        bus = Bus()
+        writer = TimedWriter(SqliteStore(os.path.join(tmp, "lat.db")), bus.subscribe("store", 1_000_000))
+        writer.start()
+        launch = Launch([str(exe), str(args.count)])  # held before exec until it is a target
+        source.sensor.set_targets({launch.pid: 0})
+        launch.release()
+        while not launch.finished():
+            bus.publish(source.poll(100))
+        bus.publish(source.poll(100) + source.poll(0))
+        bus.close()
+        writer.join()
+        source.close()
+    lat = sorted(writer.latencies_ms)
+    result = {"detections": len(lat), "expected": args.count, "p50_ms": statistics.median(lat),
+              "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)], "max_ms": lat[-1]}
+    print(json.dumps(result))
+    print(f"detection latency: {len(lat)} detections, p50 {result['p50_ms']:.2f} ms, "
+          f"p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.2f} ms (target p99 <= 20 ms)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
