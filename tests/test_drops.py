@@ -31,8 +31,13 @@ def test_burst_sent_minus_received_equals_counted_drops(root: None, tmp_path) ->
         facts = json.loads(gen.stdout.readline())
         gen.wait(timeout=60)
         rec.wait_rows("SELECT 1 FROM process WHERE action='exit' AND pid=?", (gen.pid,), timeout=10)
+        # losing events is itself reported, and so is the return to normal once nothing more is lost
+        drift = rec.wait_rows("SELECT * FROM detection WHERE name='SENSOR_INTEGRITY_DRIFT'", timeout=12)
+        cleared = rec.wait_rows("SELECT * FROM detection WHERE name='SENSOR_INTEGRITY_CLEARED'", timeout=12)
     finally:
         summary = rec.stop()
+    assert len(drift) == 1 and drift[0]["severity"] == 5 and "lost in the kernel" in drift[0]["reason"]
+    assert len(cleared) == 1 and cleared[0]["ts"] > drift[0]["ts"]
     stats = _stats(rec)
     sent, lost = stats[("bpf", "file", "sent")], stats[("bpf", "file", "lost")]
     received = stats[("decode", "file", "received")]

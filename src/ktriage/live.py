@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ktriage.detect.engine import Engine
+from ktriage.detect.integrity import IntegrityMonitor
 from ktriage.detect.replay import live_order
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import SetupError, UsageError
@@ -43,6 +44,7 @@ class LiveSource:
         self.host = socket.gethostname()
         self.source = f"ebpf:{secrets.token_hex(4)}"  # one recording: seq is unique within it
         self.engine = Engine(builtin_rules("linux")) if detect else None
+        self.integrity = IntegrityMonitor(self.host, self.source) if detect else None
         self.counts: Counter[str] = Counter()  # events delivered, per family
         self.own_events = 0  # ktriage's own calibration opens, not delivered
         self.decoder: Decoder | None = None
@@ -67,9 +69,19 @@ class LiveSource:
         self.own_events += len(decoded) - len(events)
         if self.engine is not None:
             events += self.engine.process_many(events)
+            events += self._integrity(force=timeout_ms == 0)
         for ev in events:
             self.counts[ev["family"]] += 1
         return events
+
+    def _integrity(self, force: bool) -> list[Event]:
+        assert self.integrity is not None and self.engine is not None
+        _, lost = self.sensor.counters() if force or self.integrity.due() else ({}, {})
+        det = self.integrity.check(sum(lost.values()), self.engine.seq + 1, force) if lost else None
+        if det is None:
+            return []
+        self.engine.seq += 1
+        return [det]
 
     def close(self) -> None:
         self.sensor.close()
