@@ -155,7 +155,11 @@ def main(argv: list[str]) -> int:
         if len(argv) <= 2:
             shutil.rmtree(workdir, ignore_errors=True)
     facts["time"] = time.time_ns()
-    print(json.dumps(facts), flush=True)
+    if os.environ.get("KTRIAGE_FACTS"):  # keep stdout clean when it is shared (captures under watch)
+        with open(os.environ["KTRIAGE_FACTS"], "w") as f:
+            f.write(json.dumps(facts) + "\n")
+    else:
+        print(json.dumps(facts), flush=True)
     return 0
 
 

@@ -95,7 +95,7 @@ def _orphan_sleeper() -> int:
     raise TimeoutError(f"sleeper {pid} did not start sleeping")
 
 
-def _poke_and_set_registers(pid: int) -> int:
+def _poke_and_set_registers(pid: int) -> int:  # content-preserving: ptrace_inject (a sleeping victim kept)
     """PEEK+POKE the same word into pid's text, GET+SET the same registers; returns the address."""
     addr = _region(pid, "r-xp")
     ctypes.set_errno(0)
@@ -107,34 +107,60 @@ def _poke_and_set_registers(pid: int) -> int:
     return addr
 
 
+# x86-64: push 60; pop rax; xor edi, edi; syscall; nop — exit(0), one word
+EXIT_SHELLCODE = int.from_bytes(b"\x6a\x3c\x58\x31\xff\x0f\x05\x90", "little")
+REG_ORIG_RAX, REG_RIP = 15, 16  # indexes in struct user_regs_struct
+
+
+def _inject_exit(pid: int) -> int:
+    """Write exit(0) at the stopped pid's instruction pointer and point it there (no syscall restart)."""
+    regs = (ctypes.c_uint64 * 27)()
+    _check(libc.ptrace(PTRACE_GETREGS, pid, None, regs), "GETREGS")
+    rip = regs[REG_RIP]
+    ctypes.set_errno(0)
+    libc.ptrace(PTRACE_PEEKTEXT, pid, ctypes.c_void_p(rip), None)
+    _check(libc.ptrace(PTRACE_POKETEXT, pid, ctypes.c_void_p(rip), ctypes.c_void_p(EXIT_SHELLCODE)), "POKETEXT")
+    regs[REG_ORIG_RAX] = 0xFFFFFFFFFFFFFFFF  # not in a syscall: the kernel must not restart one
+    _check(libc.ptrace(PTRACE_SETREGS, pid, None, regs), "SETREGS")
+    return rip
+
+
 def thread_hijack(workdir: str) -> Facts:
-    """Attach to a process that is not ours, write its text and registers (unchanged), detach."""
+    """Attach to a process that is not ours, write exit(0) at its instruction pointer, set its
+    registers to run it, detach: it runs the injected code and exits."""
+    if not _X86:
+        raise NotImplementedError("thread_hijack writes x86-64 machine code")
     pid = _orphan_sleeper()
-    try:
-        _check(libc.ptrace(PTRACE_ATTACH, pid, None, None), "PTRACE_ATTACH")
-        os.waitpid(pid, 0)
-        addr = _poke_and_set_registers(pid)
-        _check(libc.ptrace(PTRACE_DETACH, pid, None, None), "DETACH")
-    finally:
+    _check(libc.ptrace(PTRACE_ATTACH, pid, None, None), "PTRACE_ATTACH")
+    os.waitpid(pid, 0)
+    rip = _inject_exit(pid)
+    _check(libc.ptrace(PTRACE_DETACH, pid, None, None), "DETACH")
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ran = not os.path.exists(f"/proc/{pid}")
+    if not ran:
         os.kill(pid, signal.SIGKILL)
-    return {"pid": os.getpid(), "target": pid, "addr": addr}
+        raise RuntimeError(f"the injected code did not run in {pid}")
+    return {"pid": os.getpid(), "target": pid, "addr": rip, "injected_code_ran": ran}
 
 
 def hollow_child(workdir: str) -> Facts:
-    """Hollowing's shape: spawn a child stopped at exec (TRACEME), rewrite its memory and registers
-    (with what was there), let it run, kill it."""
+    """Hollowing: spawn a child stopped at its exec (TRACEME), replace the code at its entry with
+    exit(0) and point its registers there, let it run: it exits 0 instead of sleeping."""
+    if not _X86:
+        raise NotImplementedError("hollow_child writes x86-64 machine code")
     pid = os.fork()
     if pid == 0:
         libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME: stop at exec
         os.execv("/bin/sleep", ["sleep", "60"])
     os.waitpid(pid, 0)
-    try:
-        addr = _poke_and_set_registers(pid)
-        _check(libc.ptrace(PTRACE_CONT, pid, None, None), "PTRACE_CONT")
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return {"pid": os.getpid(), "child": pid, "addr": addr}
+    rip = _inject_exit(pid)
+    _check(libc.ptrace(PTRACE_CONT, pid, None, None), "PTRACE_CONT")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the hollowed child ended with status {status:#x}")
+    return {"pid": os.getpid(), "child": pid, "addr": rip, "exit_status": 0}
 
 
 def ptrace_inject(workdir: str) -> Facts:
