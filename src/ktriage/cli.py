@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(w)
     w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
+    i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect")
+    i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
+    i.add_argument("--db", default="ktriage.db", help="SQLite database file (created or migrated, never dropped)")
+
     d = sub.add_parser("detections", help="list the detections stored in a database")
     d.add_argument("--db", default="ktriage.db", help="SQLite database file")
     d.add_argument("--format", choices=("table", "jsonl"), default="table")
@@ -143,6 +147,13 @@ def _watch(args: argparse.Namespace) -> int:
     return Watcher(options).run()
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from ktriage.ingest import Ingester
+
+    Ingester(args.db).run(args.paths)
+    return 0
+
+
 def _detections(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     db.row_factory = sqlite3.Row
@@ -165,7 +176,8 @@ def _detect(args: argparse.Namespace) -> int:
         events = list(jsonl_events(args.events))
     else:
         events = list(stored_events(open_readonly(args.db)))
-    found = [d for d in replay(events, builtin_rules()) if d["severity"] >= args.min_severity]
+    platform = "windows" if any(str(e.get("source", "")).startswith("evtx:") for e in events[:1]) else "linux"
+    found = [d for d in replay(events, builtin_rules(platform)) if d["severity"] >= args.min_severity]
     render_detections.write(sys.stdout, args.format, found)
     return 0
 
@@ -191,7 +203,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
+_COMMANDS = {"record": _record, "ingest": _ingest, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:

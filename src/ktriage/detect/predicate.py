@@ -4,6 +4,7 @@ A ``where`` mapping holds field tests that must all hold. A value is an
 equality test, a list is "any of", and a mapping names operators:
 
     eq ne in not_in contains startswith endswith regex gt ge lt le
+    icontains istartswith iendswith ibasename_in   (ignoring case: Windows paths)
     bits_any bits_all        (integer fields)
     eq_field ne_field        (compare with another field of the same event)
     basename_in              (the last path component is one of)
@@ -37,7 +38,8 @@ def _text(ev: Event, field: str) -> str:
     return "" if value is None else str(value)
 
 
-_STRING_OPS = ("contains", "startswith", "endswith", "regex", "basename_in")
+_STRING_OPS = ("contains", "startswith", "endswith", "regex", "basename_in", "icontains", "istartswith",
+               "iendswith", "ibasename_in")
 _INT_OPS = ("bits_any", "bits_all")
 
 
@@ -85,9 +87,24 @@ def _op(field: str, op: str, arg: Any) -> Predicate:
     if op == "basename_in":
         names = frozenset(_as_tuple(arg))
         return lambda ev: os.path.basename(_text(ev, field)) in names
+    if op.startswith("i") and op[1:] in ("contains", "startswith", "endswith", "basename_in"):
+        return _op_ignoring_case(field, op[1:], arg)
     if op == "exists":
         return (lambda ev: get(ev) is not None) if arg else (lambda ev: get(ev) is None)
     raise PredicateError(f"unknown operator {op!r} on field {field!r}")
+
+
+def _op_ignoring_case(field: str, op: str, arg: Any) -> Predicate:
+    needles = tuple(a.lower() for a in _as_tuple(arg))
+    low = lambda ev: _text(ev, field).lower()  # noqa: E731
+    if op == "contains":
+        return lambda ev: any(n in low(ev) for n in needles)
+    if op == "startswith":
+        return lambda ev: low(ev).startswith(needles)
+    if op == "endswith":
+        return lambda ev: low(ev).endswith(needles)
+    names = frozenset(needles)
+    return lambda ev: low(ev).replace("\\", "/").rsplit("/", 1)[-1] in names
 
 
 def _field(field: str, spec: Any) -> Predicate:

@@ -31,6 +31,7 @@ COMMON = (
     Column("parent_image", "TEXT", "executable path of its parent, when known"),
     Column("mntns", "INTEGER", "mount namespace inode (tells containers apart)"),
     Column("truncated", "TEXT", "comma-separated fields cut at their size bound, else NULL"),
+    Column("event_id", "INTEGER", "Windows: the log's EventID (Sysmon 1, 10 …); NULL for the Linux sensor"),
 )
 
 # Where a sensitive syscall came from (access, memory, module, api).
@@ -65,10 +66,18 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("child_pid", "INTEGER", "fork: the new process"),
         Column("exit_status", "INTEGER", "exit: exit status, when it exited normally"),
         Column("exit_signal", "INTEGER", "exit: terminating signal, when killed"),
+        Column("user", "TEXT", "Windows: the account"),
+        Column("guid", "TEXT", "Windows: Sysmon ProcessGuid"),
+        Column("tamper_type", "TEXT", "Windows (Sysmon 25): the process tampering type"),
     ),
     "thread": (
-        Column("action", "TEXT", "create"),
+        Column("action", "TEXT", "create | remote_create (Windows: Sysmon 8)"),
         Column("new_tid", "INTEGER", "the new task; tid is the creating task"),
+        Column("target_pid", "INTEGER", "Windows: process the thread was created in"),
+        Column("target_image", "TEXT", "Windows: its executable"),
+        Column("start_address", "INTEGER", "Windows: the thread's start address"),
+        Column("start_module", "TEXT", "Windows: module of the start address (NULL: no module backs it)"),
+        Column("start_function", "TEXT", "Windows: function at the start address"),
     ),
     "image": (
         Column("how", "TEXT", "exec (the binary) | interp (its loader) | mmap (PROT_EXEC file mapping)"),
@@ -78,6 +87,8 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("pgoff", "INTEGER", "file offset of the mapping, pages (mmap: bytes)"),
         Column("ino", "INTEGER", "inode of the mapped file"),
         Column("prot", "INTEGER", "protection bits (PROT_READ 1, WRITE 2, EXEC 4)"),
+        Column("signed", "INTEGER", "Windows: 1 when the image is signed"),
+        Column("signature", "TEXT", "Windows: signer"),
     ),
     "file": (
         Column("op", "TEXT", "create | open_write | truncate | rename | unlink | chmod"),
@@ -97,6 +108,8 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("raddr", "TEXT", "remote address"),
         Column("rport", "INTEGER", "remote port"),
         Column("result", "INTEGER", "syscall result (connect: 0, -errno, -115 in progress)"),
+        Column("direction", "INTEGER", "Windows: 1 when this host initiated the connection"),
+        Column("user", "TEXT", "Windows: the account"),
     ),
     "access": (
         Column("op", "TEXT", "ptrace | vm_readv | vm_writev | proc_mem | pidfd_open | pidfd_getfd"),
@@ -139,10 +152,17 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("insn_cnt", "INTEGER", "bpf_prog_load: instructions"),
         Column("flags", "INTEGER", "syscall flags (taints for module_load)"),
         Column("result", "INTEGER", "0, a BPF program fd, or -errno (refused attempts count)"),
+        Column("signed", "INTEGER", "Windows (Sysmon 6): 1 when the driver is signed"),
+        Column("signature", "TEXT", "Windows: driver signer"),
+        Column("signature_status", "TEXT", "Windows: Valid, Expired …"),
+        Column("service_type", "TEXT", "Windows (System 7045): service type"),
+        Column("user", "TEXT", "Windows: the account"),
     ) + ORIGIN,
     "api": (
-        Column("op", "TEXT", "setuid | setgid | setreuid | setregid | setresuid | setresgid | setfsuid | setfsgid | capset"),
-        Column("args", "TEXT", "the requested ids, JSON"),
+        Column("op", "TEXT", "setuid | setgid | setreuid | setregid | setresuid | setresgid | setfsuid | setfsgid | capset"
+                            " | script_block (Windows PowerShell 4104)"),
+        Column("args", "TEXT", "the requested ids, JSON; script_block: the script text"),
+        Column("path", "TEXT", "script_block: the script's path"),
         Column("old_uid", "INTEGER", "real uid before"),
         Column("new_uid", "INTEGER", "real uid after"),
         Column("old_euid", "INTEGER", "effective uid before"),
@@ -166,6 +186,12 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("target_ppid", "INTEGER", "parent of the target"),
         Column("target_is_sensor", "INTEGER", "1 when the target is the ktriage sensor itself"),
         Column("result", "INTEGER", "0 or -errno"),
+    ),
+    "registry": (
+        Column("op", "TEXT", "Windows (Sysmon 12/13/14): CreateKey | DeleteKey | SetValue | DeleteValue | RenameKey"),
+        Column("key", "TEXT", "the key or value path"),
+        Column("value", "TEXT", "SetValue: the data written"),
+        Column("new_name", "TEXT", "RenameKey: the new name"),
     ),
     "detection": (
         Column("name", "TEXT", "detection name (the seed's where the behaviour is the same)"),

@@ -21,6 +21,8 @@ BOOKKEEPING = {
     "runs": ("id INTEGER PRIMARY KEY, host TEXT, source TEXT, started INTEGER, ended INTEGER, "
              "kernel TEXT, version TEXT, command TEXT, probe TEXT"),
     "stats": "run_id INTEGER, stage TEXT, family TEXT, counter TEXT, value INTEGER",
+    "ingested": ("sha256 TEXT PRIMARY KEY, path TEXT, source TEXT, events INTEGER, detections INTEGER, "
+                 "errors INTEGER, unmapped INTEGER, ts INTEGER"),
 }
 
 INDEXES = {family: (("ts",), ("pid", "ts")) for family in FAMILIES}

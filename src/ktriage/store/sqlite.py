@@ -132,6 +132,15 @@ class SqliteStore:
                             [(run_id, *row) for row in counters])
         self.db.execute("COMMIT")
 
+    def ingested(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM ingested WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def mark_ingested(self, sha256: str, path: str, source: str, events: int, detections: int, errors: int,
+                      unmapped: int) -> None:
+        self.db.execute("INSERT INTO ingested (sha256, path, source, events, detections, errors, unmapped, ts) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sha256, path, source, events, detections, errors, unmapped, time.time_ns()))
+
     def close(self) -> None:
         self.db.close()
 

@@ -1,0 +1,161 @@
+"""Windows telemetry through the same engine, over the labelled public samples
+in ../shared/data/windows (see its MANIFEST): every technique file yields its
+detection class, benign baselines stay below severity 5, corrupt files ingest
+what is readable and report the rest, and nothing is ingested twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ktriage
+from ktriage.sources.windows import normalize, records
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "windows"
+ATTACKS = DATA / "EVTX-ATTACK-SAMPLES"
+if not DATA.is_dir():
+    pytest.skip(f"the Windows samples are not at {DATA}", allow_module_level=True)
+
+EXPECTED = {
+    "Defense Evasion/meterpreter_migrate_to_explorer_sysmon_8.evtx": {
+        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"},
+    "Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx": {
+        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION", "STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+    "Execution/Sysmon_meterpreter_ReflectivePEInjection_to_notepad_.evtx": {
+        "POSSIBLE_MANUAL_MAP_OR_HOLLOWING_EXECUTION"},
+    "Credential Access/CA_sysmon_hashdump_cmd_meterpreter.evtx": {
+        "LSASS_MEMORY_ACCESS", "POSSIBLE_MANUAL_MAP_OR_HOLLOWING_EXECUTION"},
+    "Credential Access/CA_keefarce_keepass_credump.evtx": {"REMOTE_THREAD_OUTSIDE_MAIN_IMAGE"},
+    "Credential Access/CA_keepass_KeeThief_Get-KeePassDatabaseKey.evtx": {
+        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"},
+    "Credential Access/sysmon_rdrleakdiag_lsass_dump.evtx": {"REMOTE_THREAD_OUTSIDE_MAIN_IMAGE"},
+    "Privilege Escalation/privesc_rotten_potato_from_webshell_metasploit_sysmon_1_8_3.evtx": {
+        "PROCESS_HOLLOWING_MARK_CHAIN_STRONG"},
+    "AutomatedTestingTools/Malware/rundll32_hollowing_wermgr_masquerading.evtx": {
+        "PROCESS_HOLLOWING_MARK_CHAIN_MEDIUM"},
+    "Defense Evasion/Win_4985_T1186_Process_Doppelganging.evtx": {"PROCESS_HOLLOWING_TXF_SUSPECT_CHAIN"},
+    "Defense Evasion/Sysmon_10_Evasion_Suspicious_NtOpenProcess_CallTrace.evtx": {
+        "DIRECT_SYSCALL_SUSPECT_HANDLE_OPERATION", "STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+    "Credential Access/sysmon_10_11_outlfank_dumpert_and_andrewspecial_memdump.evtx": {
+        "DIRECT_SYSCALL_SUSPECT_HANDLE_OPERATION", "LSASS_MEMORY_ACCESS"},
+    "Defense Evasion/evasion_codeinj_odzhan_conhost_sysmon_10_1.evtx": {"STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+    "Defense Evasion/sysmon_10_1_ppid_spoofing.evtx": {"STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+    "Credential Access/sysmon_10_lsass_mimikatz_sekurlsa_logonpasswords.evtx": {"LSASS_MEMORY_ACCESS"},
+    "Credential Access/CA_hashdump_4663_4656_lsass_access.evtx": {"LSASS_MEMORY_ACCESS"},
+    "Defense Evasion/DSE_bypass_BYOV_TDL_dummydriver_sysmon_6_7_13.evtx": {
+        "KERNEL_DRIVER_LOAD", "HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Discovery/discovery_UEFI_Settings_rweverything_sysmon_6.evtx": {"KERNEL_DRIVER_LOAD"},
+    "Persistence/evasion_persis_hidden_run_keyvalue_sysmon_13.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Persistence/persistence_SilentProcessExit_ImageHijack_sysmon_13_1.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Persistence/sysmon_13_1_persistence_via_winlogon_shell.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Persistence/persist_turla_outlook_backdoor_comhijack.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Credential Access/Powershell_4104_MiniDumpWriteDump_Lsass.evtx": {"SUSPICIOUS_SCRIPT_BLOCK"},
+}
+BENIGN = ["python-evtx/tests/data/issue_43.evtx", "python-evtx/tests/data/security.evtx",
+          "python-evtx/tests/data/system.evtx", "evtx-rs/samples/sysmon.evtx", "evtx-rs/samples/system.evtx"]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory):
+    db = tmp_path_factory.mktemp("win") / "win.db"
+    out = ktriage("ingest", str(DATA), "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    return db, out.stderr
+
+
+def _names(db: Path, relative: str, min_severity: int = 1) -> set[str]:
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT d.name FROM detection d JOIN ingested i ON d.source = 'detect/' || i.source "
+                       "WHERE i.path = ? AND d.severity >= ?", (str(DATA / relative), min_severity)).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.mark.parametrize("relative", sorted(EXPECTED))
+def test_labelled_technique_gives_its_detection_class(ingested, relative: str) -> None:
+    db, _ = ingested
+    assert EXPECTED[relative] <= _names(db, f"EVTX-ATTACK-SAMPLES/{relative}")
+
+
+@pytest.mark.parametrize("relative", BENIGN)
+def test_benign_baseline_has_no_severity_5_detection(ingested, relative: str) -> None:
+    db, _ = ingested
+    con = sqlite3.connect(db)
+    read = con.execute("SELECT events + unmapped FROM ingested WHERE path = ?", (str(DATA / relative),)).fetchone()[0]
+    assert read > 300, "the baseline was read"
+    assert _names(db, relative, min_severity=5) == set()
+
+
+def test_corrupt_files_ingest_what_is_readable_and_report_the_rest(ingested) -> None:
+    db, stderr = ingested
+    con = sqlite3.connect(db)
+    sysmon = str(DATA / "evtx-rs/samples/sysmon.evtx")
+    events, errors = con.execute("SELECT events, errors FROM ingested WHERE path = ?", (sysmon,)).fetchone()
+    assert events == 355 and errors == 8  # the MANIFEST: 358 records, 8 unparsable (some chunks hold several)
+    assert f"{sysmon} after record " in stderr and "Invalid EVTX chunk header magic" in stderr
+    bad = str(DATA / "evtx-rs/samples/sample_with_a_bad_chunk_magic.evtx")
+    unmapped, errors = con.execute("SELECT unmapped, errors FROM ingested WHERE path = ?", (bad,)).fetchone()
+    assert unmapped > 250 and errors == 2, "the readable chunks were read; the two bad ones reported"
+
+
+def test_reingest_does_not_duplicate(ingested, tmp_path) -> None:
+    db, _ = ingested
+    con = sqlite3.connect(db)
+    before = con.execute("SELECT count(*) FROM access").fetchone()[0]
+    again = ktriage("ingest", str(ATTACKS / "Credential Access"), "--db", str(db))
+    assert again.returncode == 0 and "already ingested, skipped" in again.stderr
+    assert con.execute("SELECT count(*) FROM access").fetchone()[0] == before
+
+
+def test_field_names_normalized_at_the_edge() -> None:
+    sysmon8 = {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 8, "SystemTime": "2019-05-18T17:16:08Z",
+               "Computer": "H"}
+    data = {"SourceProcessGuid": "{x}", "SourceProcessId": "2108", "TargetProcessId": 2840, "StartModule": "-",
+            "StartAddress": "0x0000000000590000"}
+    ev = normalize(sysmon8, data, "s", 1)
+    assert (ev["pid"], ev["target_pid"], ev["start_module"], ev["start_address"]) == (2108, 2840, None, 0x590000)
+    sysmon10 = dict(sysmon8, EventID=10, Channel="microsoft-windows-sysmon/operational")
+    ev = normalize(sysmon10, {"SOURCEPROCESSID": 5, "GrantedAccess": "0x1010", "CallTrace":
+                              "C:\\x\\evil.exe+10|UNKNOWN(00A1)", "SourceImage": "C:\\x\\evil.exe"}, "s", 2)
+    assert ev["rights"] == "VM_READ|QUERY_LIMITED_INFO" and ev["origin_class"] == "exe"
+    assert json.loads(ev["stack"]) == [[None, "evil.exe+0x10"], [0xA1, "[unknown]"]]
+    sec = normalize({"Channel": "Security", "EventID": 4688, "SystemTime": "2020-01-01 00:00:00.5"},
+                    {"NewProcessId": "0x1a2b", "ProcessId": "0x4"}, "s", 3)
+    assert (sec["pid"], sec["ppid"], sec["ts"] % 10**9) == (0x1A2B, 4, 500_000_000)
+
+
+def _sysmon_as_json_shapes(tmp_path: Path) -> list[Path]:
+    """The same records as OTRF (flat), Winlogbeat and zip/tar.gz archives."""
+    src = ATTACKS / "Defense Evasion/meterpreter_migrate_to_explorer_sysmon_8.evtx"
+    recs = [r for r in records(src) if isinstance(r, tuple)]
+    flat = [dict(r[2], EventID=r[1]["EventID"], Channel=r[1]["Channel"], Computer=r[1]["Computer"],
+                 **{"@timestamp": r[1]["SystemTime"]}) for r in recs]
+    beat = [{"@timestamp": r[1]["SystemTime"], "winlog": {"event_id": r[1]["EventID"], "channel": r[1]["Channel"],
+                                                            "computer_name": r[1]["Computer"], "event_data": r[2]}}
+            for r in recs]
+    otrf, winlogbeat = tmp_path / "otrf.json", tmp_path / "beat.json"
+    otrf.write_text("\n".join(json.dumps(x) for x in flat) + "\n")
+    winlogbeat.write_text("\n".join(json.dumps(x) for x in beat) + "\n")
+    with zipfile.ZipFile(tmp_path / "otrf.zip", "w") as z:
+        z.write(otrf, "dataset/otrf.json")
+    with tarfile.open(tmp_path / "beat.tar.gz", "w:gz") as t:
+        t.add(winlogbeat, "dataset/beat.json")
+    return [otrf, winlogbeat, tmp_path / "otrf.zip", tmp_path / "beat.tar.gz"]
+
+
+def test_json_shapes_and_archives_give_the_same_detection(tmp_path) -> None:
+    for path in _sysmon_as_json_shapes(tmp_path):
+        db = tmp_path / f"{path.name}.db"
+        assert ktriage("ingest", str(path), "--db", str(db)).returncode == 0
+        names = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM detection")}
+        assert names == {"REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"}, path.name
+
+
+def test_missing_input_is_one_clear_line(tmp_path) -> None:
+    out = ktriage("ingest", str(tmp_path / "nope.evtx"), "--db", str(tmp_path / "x.db"))
+    assert out.returncode != 0
+    assert out.stderr.strip() == f"ktriage: error: {tmp_path / 'nope.evtx'}: no such file or directory"
