@@ -29,6 +29,7 @@ import yaml
 from ktriage.detect.predicate import Predicate, PredicateError, compile_where
 
 KINDS = ("match", "sequence", "marks")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: rules load at every start
 
 
 class RuleError(ValueError):
@@ -73,6 +74,7 @@ class Rule:
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     doc: str = ""
     origin: str = ""
+    families: frozenset[str] | None = None  # the event families it can react to (None: any)
 
     def names(self) -> tuple[str, ...]:
         """Every detection name this rule can emit."""
@@ -91,6 +93,27 @@ def _by(raw: Any, where: str) -> tuple[str, ...]:
     if not 1 <= len(by) <= 2 or not all(isinstance(f, str) for f in by):
         raise RuleError(f"{where}: 'by' names one or two fields (actor[, target])")
     return by
+
+
+def _families(specs: list[Any]) -> frozenset[str] | None:
+    """Families named by the ``family`` key of every where-clause, or None when one does not say."""
+    found: set[str] = set()
+    for spec in specs:
+        family = spec.get("family") if isinstance(spec, dict) else None
+        if family is None:
+            return None
+        found.update(family if isinstance(family, list) else [family])
+    return frozenset(found)
+
+
+def _specs(d: dict[str, Any], kind: str) -> list[Any]:
+    if kind == "match":
+        specs = [d.get("where")]
+    elif kind == "sequence":
+        specs = [s.get("where") for s in d.get("steps") or []]
+    else:
+        specs = [m.get("where") for m in (d.get("marks") or {}).values()]
+    return specs + ([d["until"].get("where")] if "until" in d else [])
 
 
 def _steps(d: dict[str, Any], kind: str, where: str) -> tuple[Step, ...]:
@@ -140,7 +163,7 @@ def rule_from_dict(d: dict[str, Any], origin: str) -> Rule:
             until=Step(_where(d["until"]["where"], f"{where}.until"), _by(d["until"].get("by", ["pid"]), where))
             if "until" in d else None,
             suppressed_by=tuple(d.get("suppressed_by", [])), levels=levels, tests=d.get("tests") or {},
-            doc=d.get("doc", ""), origin=origin,
+            doc=d.get("doc", ""), origin=origin, families=_families(_specs(d, kind)),
         )
     except KeyError as exc:
         raise RuleError(f"{where}: missing {exc.args[0]!r}") from None
@@ -148,7 +171,7 @@ def rule_from_dict(d: dict[str, Any], origin: str) -> Rule:
 
 def load_file(path: Path | Any) -> list[Rule]:
     try:
-        docs = yaml.safe_load(path.read_text())
+        docs = yaml.load(path.read_text(), Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise RuleError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(docs, list):
