@@ -55,6 +55,14 @@ EXPECTED = {
     "Persistence/sysmon_13_1_persistence_via_winlogon_shell.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
     "Persistence/persist_turla_outlook_backdoor_comhijack.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
     "Credential Access/Powershell_4104_MiniDumpWriteDump_Lsass.evtx": {"SUSPICIOUS_SCRIPT_BLOCK"},
+    "Credential Access/sysmon_10_1_memdump_comsvcs_minidump.evtx": {"CREDENTIAL_DUMP_COMMAND_LINE"},
+    "Privilege Escalation/Sysmon_13_1_UAC_Bypass_EventVwrBypass.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Persistence/persist_firefox_comhijack_sysmon_11_13_7_1.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Persistence/persistence_startup_UserShellStartup_Folder_Changed_sysmon_13.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "AutomatedTestingTools/Malware/sideloading_injection_persistence_run_key.evtx": {"HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Defense Evasion/apt10_jjs_sideloading_prochollowing_persist_as_service_sysmon_1_7_8_13.evtx": {
+        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION", "HIGH_VALUE_REGISTRY_ACTIVITY"},
+    "Credential Access/sysmon_2x10_lsass_with_different_pid_RtlCreateProcessReflection.evtx": {"LSASS_MEMORY_ACCESS"},
 }
 BENIGN = ["python-evtx/tests/data/issue_43.evtx", "python-evtx/tests/data/security.evtx",
           "python-evtx/tests/data/system.evtx", "evtx-rs/samples/sysmon.evtx", "evtx-rs/samples/system.evtx"]
