@@ -46,21 +46,27 @@ def _check(ret: int, what: str) -> int:
     return ret
 
 
-def sleeping_victim() -> subprocess.Popen:
-    """A sleeping /bin/sleep: waited for until it sleeps, so that its exec is complete."""
-    victim = subprocess.Popen(["/bin/sleep", "60"])
+def _wait_sleeping(pid: int) -> None:
+    """Wait until pid runs /bin/sleep and sleeps in it: its exec is complete."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            exe = os.readlink(f"/proc/{victim.pid}/exe")
-            with open(f"/proc/{victim.pid}/wchan") as f:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            with open(f"/proc/{pid}/wchan") as f:
                 wchan = f.read()
         except OSError:
             exe = wchan = ""
         if exe.endswith("sleep") and "nanosleep" in wchan:
-            return victim
+            return
         time.sleep(0.01)
-    raise TimeoutError(f"victim {victim.pid} did not start sleeping")
+    raise TimeoutError(f"process {pid} did not start sleeping")
+
+
+def sleeping_victim() -> subprocess.Popen:
+    """A sleeping /bin/sleep, our child."""
+    victim = subprocess.Popen(["/bin/sleep", "60"])
+    _wait_sleeping(victim.pid)
+    return victim
 
 
 def _region(pid: int, perms: str) -> int:
@@ -83,16 +89,8 @@ def _orphan_sleeper() -> int:
     out = subprocess.run(["/bin/sh", "-c", "/bin/sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True,
                          text=True, check=True)
     pid = int(out.stdout)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/wchan") as f:
-                if "nanosleep" in f.read():
-                    return pid
-        except OSError:
-            break
-        time.sleep(0.01)
-    raise TimeoutError(f"sleeper {pid} did not start sleeping")
+    _wait_sleeping(pid)
+    return pid
 
 
 def _poke_and_set_registers(pid: int) -> int:  # content-preserving: ptrace_inject (a sleeping victim kept)

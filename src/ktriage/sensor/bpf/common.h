@@ -370,6 +370,22 @@ static __always_inline __u32 put_at_path(struct kt_header *h, __u32 off, long df
 	return end;
 }
 
+/* A mapping, as bpf_find_vma's callback copies it out. */
+struct vma_info {
+	__u64 start, end, pgoff, flags;
+	struct file *file;
+};
+
+static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *out)
+{
+	out->start = BPF_CORE_READ(vma, vm_start);
+	out->end = BPF_CORE_READ(vma, vm_end);
+	out->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	out->flags = BPF_CORE_READ(vma, vm_flags);
+	out->file = BPF_CORE_READ(vma, vm_file);
+	return 0;
+}
+
 static __always_inline struct pt_regs *uregs(void)
 {
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());

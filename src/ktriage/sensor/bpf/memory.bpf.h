@@ -67,18 +67,6 @@ int sys_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-struct vma_prot {
-	__u64 flags;
-	struct file *file;
-};
-
-static long vma_prot_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_prot *out)
-{
-	out->flags = BPF_CORE_READ(vma, vm_flags);
-	out->file = BPF_CORE_READ(vma, vm_file);
-	return 0;
-}
-
 /* mprotect is reported when it leaves the region executable, or makes an
  * executable region writable; the old protection needs the region before the
  * call, so it is read at entry and reported at exit with the result. */
@@ -86,12 +74,12 @@ SEC("tracepoint/syscalls/sys_enter_mprotect")
 int sys_enter_mprotect(struct trace_event_raw_sys_enter *ctx)
 {
 	struct pending_mprotect p = {.addr = ctx->args[0], .len = ctx->args[1], .prot = ctx->args[2]};
-	struct vma_prot v = {};
+	struct vma_info v = {};
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
 	if (!wanted_current(KT_FAM_MEMORY))
 		return 0;
-	if (bpf_find_vma(bpf_get_current_task_btf(), p.addr, vma_prot_cb, &v, 0) == 0) {
+	if (bpf_find_vma(bpf_get_current_task_btf(), p.addr, vma_cb, &v, 0) == 0) {
 		p.old = v.flags & 7;
 		p.anon = !v.file;
 	}

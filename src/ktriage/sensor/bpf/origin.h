@@ -4,19 +4,6 @@
 #pragma once
 #include "common.h"
 
-struct origin_info {
-	__u64 ip, sp, start, end, flags;
-	struct file *file;
-};
-
-static long origin_cb(struct task_struct *task, struct vm_area_struct *vma, struct origin_info *o)
-{
-	o->start = BPF_CORE_READ(vma, vm_start);
-	o->end = BPF_CORE_READ(vma, vm_end);
-	o->flags = BPF_CORE_READ(vma, vm_flags);
-	o->file = BPF_CORE_READ(vma, vm_file);
-	return 0;
-}
 
 static __always_inline bool name_is(const char *name, const char *prefix, int n)
 {
@@ -39,10 +26,10 @@ static __always_inline __u32 file_class(struct file *file)
 	return KT_ORIGIN_FILE;
 }
 
-static __always_inline __u32 classify_origin(struct task_struct *t, struct origin_info *o)
+static __always_inline __u32 classify_origin(struct task_struct *t, __u64 ip, struct vma_info *o)
 {
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
-	if (bpf_find_vma(t, o->ip, origin_cb, o, 0))
+	if (bpf_find_vma(t, ip, vma_cb, o, 0))
 		return KT_ORIGIN_NONE;
 	struct file *file = o->file;
 	if (o->start == (__u64)BPF_CORE_READ(mm, context.vdso))
@@ -68,14 +55,13 @@ static __always_inline __u32 fill_origin(void *ctx, struct kt_header *h, __u32 o
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	struct origin_fields *of = (struct origin_fields *)fields;
-	struct origin_info o = {};
+	struct vma_info o = {};
 	__u8 *buf = (__u8 *)h;
+	__u64 ip = PT_REGS_IP_CORE(regs);
 
-	o.ip = PT_REGS_IP_CORE(regs);
-	o.sp = PT_REGS_SP_CORE(regs);
-	of->cls = classify_origin(t, &o);
-	of->ip = o.ip;
-	of->sp = o.sp;
+	of->cls = classify_origin(t, ip, &o);
+	of->ip = ip;
+	of->sp = PT_REGS_SP_CORE(regs);
 	of->start = o.start;
 	of->end = o.end;
 	of->flags = o.flags & 7;
@@ -90,8 +76,8 @@ static __always_inline __u32 fill_origin(void *ctx, struct kt_header *h, __u32 o
 	if (of->cls == KT_ORIGIN_ANON) {
 		/* the bytes around the origin, within its page: the pages beside it may
 		 * never have been touched, and a fault cannot be taken here */
-		__u64 page = o.ip & ~4095ULL;
-		__u64 from = o.ip - KT_SAMPLE_BYTES / 2;
+		__u64 page = ip & ~4095ULL;
+		__u64 from = ip - KT_SAMPLE_BYTES / 2;
 		if (from < page)
 			from = page;
 		__u64 len = page + 4096 - from;

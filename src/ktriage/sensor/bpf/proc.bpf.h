@@ -4,21 +4,6 @@
 
 /* ---------------------------------------------------------------- process */
 
-struct vma_info {
-	__u64 start, end, pgoff, flags;
-	struct file *file;
-};
-
-static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *out)
-{
-	out->start = BPF_CORE_READ(vma, vm_start);
-	out->end = BPF_CORE_READ(vma, vm_end);
-	out->pgoff = BPF_CORE_READ(vma, vm_pgoff);
-	out->flags = BPF_CORE_READ(vma, vm_flags);
-	out->file = BPF_CORE_READ(vma, vm_file);
-	return 0;
-}
-
 static __always_inline __u64 auxv_base(struct mm_struct *mm)
 {
 	__u64 pair[2];
