@@ -22,7 +22,6 @@ class Subscription:
         self.capacity = capacity
         self.accept = accept
         self.pending = 0
-        self.delivered = 0
         self.dropped = 0
         self.closed = False
         self._batches: deque[list[Event]] = deque()
@@ -49,7 +48,6 @@ class Subscription:
             out = [e for batch in self._batches for e in batch]
             self._batches.clear()
             self.pending = 0
-            self.delivered += len(out)
             return out
 
     def close(self) -> None:
@@ -61,7 +59,6 @@ class Subscription:
 class Bus:
     def __init__(self) -> None:
         self.subscriptions: list[Subscription] = []
-        self.published = 0
 
     def subscribe(self, name: str, capacity: int, accept: Callable[[Event], bool] | None = None) -> Subscription:
         sub = Subscription(name, capacity, accept)
@@ -71,7 +68,6 @@ class Bus:
     def publish(self, events: list[Event]) -> None:
         if not events:
             return
-        self.published += len(events)
         for sub in self.subscriptions:
             sub.offer(events)
 

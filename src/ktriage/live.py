@@ -93,7 +93,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.requested = False
 
-    def __call__(self, signum: int, _frame: object) -> None:
+    def __call__(self, _signum: int, _frame: object) -> None:
         self.requested = True
 
 

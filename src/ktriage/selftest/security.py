@@ -93,18 +93,6 @@ def _orphan_sleeper() -> int:
     return pid
 
 
-def _poke_and_set_registers(pid: int) -> int:  # content-preserving: ptrace_inject (a sleeping victim kept)
-    """PEEK+POKE the same word into pid's text, GET+SET the same registers; returns the address."""
-    addr = _region(pid, "r-xp")
-    ctypes.set_errno(0)
-    word = libc.ptrace(PTRACE_PEEKTEXT, pid, ctypes.c_void_p(addr), None)
-    _check(libc.ptrace(PTRACE_POKETEXT, pid, ctypes.c_void_p(addr), ctypes.c_void_p(word)), "POKETEXT")
-    regs = ctypes.create_string_buffer(27 * 8)
-    _check(libc.ptrace(PTRACE_GETREGS, pid, None, regs), "GETREGS")
-    _check(libc.ptrace(PTRACE_SETREGS, pid, None, regs), "SETREGS")
-    return addr
-
-
 # x86-64: push 60; pop rax; xor edi, edi; syscall; nop — exit(0), one word
 EXIT_SHELLCODE = int.from_bytes(b"\x6a\x3c\x58\x31\xff\x0f\x05\x90", "little")
 REG_ORIG_RAX, REG_RIP = 15, 16  # indexes in struct user_regs_struct

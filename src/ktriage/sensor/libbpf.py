@@ -41,7 +41,6 @@ _SIGNATURES = {
     "bpf_map__set_max_entries": (_c.c_int, [_vp, _c.c_uint32]),
     "bpf_map_update_elem": (_c.c_int, [_c.c_int, _vp, _vp, _c.c_uint64]),
     "bpf_map_lookup_elem": (_c.c_int, [_c.c_int, _vp, _vp]),
-    "bpf_map_delete_elem": (_c.c_int, [_c.c_int, _vp]),
     "ring_buffer__new": (_vp, [_c.c_int, RingCallback, _vp, _vp]),
     "ring_buffer__poll": (_c.c_int, [_vp, _c.c_int]),
     "ring_buffer__consume": (_c.c_int, [_vp]),
@@ -139,9 +138,6 @@ class Map:
         if lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
             return None
         return out.raw
-
-    def delete(self, key: bytes) -> bool:
-        return lib().bpf_map_delete_elem(self.fd, key) == 0
 
 
 class BpfObject:

@@ -48,7 +48,6 @@ class MapsCache:
     def __init__(self, capacity: int = 512) -> None:
         self.capacity = capacity
         self._maps: OrderedDict[int, tuple[list[int], list[Mapping]]] = OrderedDict()
-        self.reads = 0
 
     def invalidate(self, pid: int) -> None:
         self._maps.pop(pid, None)
@@ -63,7 +62,6 @@ class MapsCache:
                 maps = _parse_maps(f.read())
         except OSError:
             maps = []
-        self.reads += 1
         entry = ([m[0] for m in maps], maps)
         self._maps[pid] = entry
         if len(self._maps) > self.capacity:

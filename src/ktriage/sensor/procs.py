@@ -30,7 +30,6 @@ class ProcessTable:
     def __init__(self) -> None:
         self.images: dict[int, str] = {}
         self.parents: dict[int, int] = {}
-        self.misses = 0
 
     def seed_from_proc(self) -> None:
         for name in os.listdir("/proc"):
@@ -42,7 +41,6 @@ class ProcessTable:
     def image(self, pid: int) -> str:
         found = self.images.get(pid)
         if found is None:
-            self.misses += 1
             found = self.images[pid] = read_exe(pid)
         return found
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 from pathlib import Path
 
@@ -26,6 +25,3 @@ def ensure_mounted() -> Path:
     log.info("mounted tracefs on %s", target)
     return target
 
-
-def is_root() -> bool:
-    return os.geteuid() == 0
