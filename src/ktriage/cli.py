@@ -9,15 +9,23 @@ import argparse
 import logging
 import sqlite3
 import sys
+import threading
+import time
 from pathlib import Path
 
 from ktriage import __version__
 from ktriage.errors import KtriageError, StoreError, UsageError
 from ktriage.render import detections as render_detections
+from ktriage.live import stop_on_signals
 from ktriage.render.rows import FORMATS, write_rows
 from ktriage.store.sqlite import open_readonly
 
 log = logging.getLogger("ktriage")
+
+
+def stop_wait(stop: object) -> None:
+    while not getattr(stop, "requested"):
+        time.sleep(0.2)
 
 
 def _positive_float(text: str) -> float:
@@ -116,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("table", "jsonl"), default="table")
     r.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
 
+    sv = sub.add_parser("serve", help="run the broker: sensor, engine, store and client API (Unix socket, HTTP)")
+    sv.add_argument("--db", help="also record every subscribed event into this SQLite database")
+    sv.add_argument("--socket", default="/run/ktriage/broker.sock", help="Unix socket path (mode 0660)")
+    sv.add_argument("--group", help="a group whose members may use the socket besides root")
+    sv.add_argument("--http", metavar="HOST:PORT", help="also serve the HTTP API (loopback) with a bearer token")
+    sv.add_argument("--token-file", type=Path, default=Path("/run/ktriage/token"),
+                    help="bearer token for --http (created, mode 0600, when missing)")
+    sv.add_argument("--queue", type=int, default=1024, help="events queued per client before drops (default 1024)")
+
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
@@ -182,6 +199,26 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from ktriage.broker.http import HttpApi, load_token
+    from ktriage.broker.server import Broker
+
+    http = None
+    if args.http:
+        host, _, port = args.http.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
+            raise UsageError(f"--http {args.http}: give a loopback HOST:PORT (e.g. 127.0.0.1:8765)")
+        http = HttpApi(host.strip("[]"), int(port), load_token(args.token_file))
+    try:
+        broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue)
+    except KeyError:
+        raise UsageError(f"--group {args.group}: no such group") from None
+    with stop_on_signals() as stop:
+        watcher = threading.Thread(target=lambda: (stop_wait(stop), broker.stopping.set()), daemon=True)
+        watcher.start()
+        return broker.run(http=http)
+
+
 def _selftest(args: argparse.Namespace) -> int:
     from ktriage.selftest.suite import Suite
 
@@ -203,7 +240,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "ingest": _ingest, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
+_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:

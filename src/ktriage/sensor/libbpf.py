@@ -41,6 +41,7 @@ _SIGNATURES = {
     "bpf_map__set_max_entries": (_c.c_int, [_vp, _c.c_uint32]),
     "bpf_map_update_elem": (_c.c_int, [_c.c_int, _vp, _vp, _c.c_uint64]),
     "bpf_map_lookup_elem": (_c.c_int, [_c.c_int, _vp, _vp]),
+    "bpf_map_delete_elem": (_c.c_int, [_c.c_int, _vp]),
     "ring_buffer__new": (_vp, [_c.c_int, RingCallback, _vp, _vp]),
     "ring_buffer__poll": (_c.c_int, [_vp, _c.c_int]),
     "ring_buffer__consume": (_c.c_int, [_vp]),
@@ -132,6 +133,9 @@ class Map:
         ret = lib().bpf_map_update_elem(self.fd, key, value, flags)
         if ret < 0:
             raise BpfError(f"bpf_map_update_elem({self.name})", _c.get_errno())
+
+    def delete(self, key: bytes) -> bool:
+        return lib().bpf_map_delete_elem(self.fd, key) == 0
 
     def lookup(self, key: bytes, value_size: int) -> bytes | None:
         out = _c.create_string_buffer(value_size)

@@ -103,6 +103,13 @@ class Sensor:
             if depth <= self.options.max_depth:
                 self.obj.map("targets").update(_U32.pack(pid), layouts.TARGET_STRUCT.pack(depth, mask))
 
+    def remove_targets(self, pids: list[int]) -> None:
+        """Stop following these pids (their children already followed stay until they exit)."""
+        assert self.obj is not None
+        targets = self.obj.map("targets")
+        for pid in pids:
+            targets.delete(_U32.pack(pid))
+
     def poll(self, timeout_ms: int) -> list[bytes]:
         assert self.ring is not None
         return self.ring.poll(timeout_ms)

@@ -1,0 +1,147 @@
+"""Per-client state: subscriptions that follow children, and a bounded queue.
+
+A subscription is a root pid with streams, a child depth and a TTL. Members
+join through fork events seen in the stream (a child of a member, within the
+depth), and leave on exit, when their root is unsubscribed, or when the TTL of a
+dynamically added member runs out. Queue policy: at most ``capacity`` events;
+when full, the newest event is dropped and counted; every event a client gets
+carries the client's own sequence number, so a gap shows a drop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ktriage.broker.protocol import ProtocolError
+from ktriage.sensor.layouts import FAMILIES
+
+Event = dict[str, Any]
+STREAMS = frozenset(FAMILIES) | {"detection"}
+ALIASES = {"handle": "access"}
+
+
+def parse_streams(value: Any) -> frozenset[str]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise ProtocolError("bad_streams", "streams must be a non-empty list or comma-separated string")
+    out = {ALIASES.get(str(n).strip(), str(n).strip()) for n in names}
+    unknown = sorted(out - STREAMS - {"all"})
+    if unknown:
+        raise ProtocolError("bad_streams", f"unknown streams {unknown} (streams: {', '.join(sorted(STREAMS))})")
+    return STREAMS if "all" in out else frozenset(out)
+
+
+@dataclass
+class Subscription:
+    root: int
+    streams: frozenset[str]
+    depth: int
+    ttl_s: float
+
+
+@dataclass
+class Member:
+    root: int
+    depth: int
+    joined: float
+
+
+class Client:
+    def __init__(self, name: str, uid: int, capacity: int = 1024) -> None:
+        self.name = name
+        self.uid = uid
+        self.capacity = capacity
+        self.subs: dict[int, Subscription] = {}
+        self.members: dict[int, Member] = {}
+        self.queue: deque[dict[str, Any]] = deque()
+        self.seq = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.cond = threading.Condition()
+        self.closed = False
+
+    # -- subscriptions -------------------------------------------------------
+
+    def subscribe(self, sub: Subscription, tree: dict[int, int]) -> None:
+        """Subscribe to a root and its live descendants (pid -> generation) within the depth."""
+        now = time.monotonic()
+        with self.cond:
+            self.subs[sub.root] = sub
+            for pid, depth in tree.items():
+                self.members.setdefault(pid, Member(sub.root, depth, now))
+            self.members[sub.root] = Member(sub.root, 0, now)
+
+    def unsubscribe(self, root: int) -> list[int]:
+        """Remove a root and every member that came through it; returns the pids removed."""
+        with self.cond:
+            self.subs.pop(root, None)
+            gone = [pid for pid, m in self.members.items() if m.root == root]
+            for pid in gone:
+                del self.members[pid]
+            return gone
+
+    def pids(self) -> set[int]:
+        with self.cond:
+            return set(self.members)
+
+    def _follow(self, ev: Event) -> None:
+        if ev["family"] == "process" and ev.get("action") == "fork":
+            parent = self.members.get(ev["pid"])
+            sub = self.subs.get(parent.root) if parent else None
+            if parent and sub and parent.depth < sub.depth:
+                self.members.setdefault(ev["child_pid"], Member(parent.root, parent.depth + 1, time.monotonic()))
+        elif ev["family"] == "process" and ev.get("action") == "exit" and ev["pid"] not in self.subs:
+            self.members.pop(ev["pid"], None)
+
+    def expire(self, now: float) -> None:
+        with self.cond:
+            for pid, m in list(self.members.items()):
+                sub = self.subs.get(m.root)
+                if pid != m.root and sub and sub.ttl_s and now - m.joined > sub.ttl_s:
+                    del self.members[pid]
+
+    def matches(self, ev: Event) -> bool:
+        pid = ev.get("actor_pid") if ev["family"] == "detection" else ev.get("pid")
+        member = self.members.get(pid)
+        if member is None and ev["family"] == "detection":
+            member = self.members.get(ev.get("target_pid"))
+        return member is not None and ev["family"] in self.subs[member.root].streams
+
+    # -- queue -----------------------------------------------------------------
+
+    def offer(self, events: list[Event]) -> None:
+        with self.cond:
+            for ev in events:
+                self._follow(ev)
+                if not self.subs or not self.matches(ev):
+                    continue
+                self.seq += 1  # taken before the queue is checked: a dropped event leaves a gap
+                if len(self.queue) >= self.capacity:
+                    self.dropped += 1
+                    continue
+                self.queue.append({"event": ev, "seq": self.seq})
+            if self.queue:
+                self.cond.notify_all()
+
+    def take(self, timeout: float, limit: int = 1) -> list[dict[str, Any]]:
+        with self.cond:
+            if not self.queue and not self.closed:
+                self.cond.wait(timeout)
+            out = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
+            self.delivered += len(out)
+            return out
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        with self.cond:
+            return {"client": self.name, "subscriptions": len(self.subs), "members": len(self.members),
+                    "queue_depth": len(self.queue), "queue_capacity": self.capacity, "seq": self.seq,
+                    "delivered": self.delivered, "dropped": self.dropped}
