@@ -77,8 +77,12 @@ class Client:
             elif frame.get("id") in (request_id, None):
                 return _result(frame)
 
-    def subscribe(self, pid: int, streams: Any = "all", depth: int = 3, ttl_s: float = 120) -> dict[str, Any]:
-        return self.call("subscribe", pid=pid, streams=_streams(streams), depth=depth, ttl_s=ttl_s)
+    def subscribe(self, pid: int, streams: Any = "all", depth: int = 3, ttl_s: float = 120,
+                  queue: int | None = None) -> dict[str, Any]:
+        """Follow pid and its children (depth generations, ttl_s for ones that join later); queue sets this
+        client's queue size (the broker's default otherwise)."""
+        args = {"queue": queue} if queue else {}
+        return self.call("subscribe", pid=pid, streams=_streams(streams), depth=depth, ttl_s=ttl_s, **args)
 
     def unsubscribe(self, pid: int) -> dict[str, Any]:
         return self.call("unsubscribe", pid=pid)

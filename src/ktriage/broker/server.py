@@ -33,6 +33,7 @@ from ktriage.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/run/ktriage/broker.sock"
+MAX_QUEUE = 65536  # the most a client may ask for
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -219,6 +220,8 @@ class Broker:
             raise ProtocolError("no_such_process", f"no process {pid}")
         sub = Subscription(pid, parse_streams(args.get("streams", "all")), self._int(args, "depth", 3),
                            float(args.get("ttl_s", 120)))
+        if "queue" in args:
+            client.capacity = min(max(self._int(args, "queue"), 1), MAX_QUEUE)
         tree = {p: d for p, d in descendants({pid}).items() if d <= sub.depth}
         client.subscribe(sub, tree)
         assert self.source is not None
