@@ -192,3 +192,30 @@ def test_http_api_needs_the_token_and_has_one_error_shape(broker) -> None:
     status, body = _http("/v1/shutdown", broker["token"], {})
     assert status == 400 and body["error"]["code"] == "forbidden", "HTTP clients cannot stop the broker"
     assert broker["proc"].poll() is None
+
+
+def test_async_sdk_subscribes_and_receives(broker) -> None:
+    import asyncio
+
+    from ktriage.client import AsyncClient
+
+    target = _held(TREE)
+
+    async def scenario() -> list:
+        client = await AsyncClient.open(broker["socket"])
+        await client.subscribe(target.pid, streams=["process"])
+        target.stdin.write("go\n")
+        target.stdin.flush()
+        got = []
+        async for record in client.events():
+            got.append(record)
+            if record.data.get("action") == "exit" and record.data["pid"] == target.pid:
+                break
+        stats = await client.stats()
+        await client.close()
+        return got, stats
+
+    got, stats = asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    target.wait()
+    assert {r.family for r in got} == {"process"} and stats["client"]["delivered"] >= len(got)
+    assert any(r.data.get("cmdline") == "/bin/true grandchild" for r in got)
