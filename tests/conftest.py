@@ -86,6 +86,24 @@ def root() -> None:
 
 
 @pytest.fixture(scope="session")
+def pg(root: None) -> Iterator[object]:
+    """A real PostgreSQL server (needs root to run it as the postgres user)."""
+    from pgserver import PgServer
+
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind: the store tests run against both, with the same expectations."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("pg").new_database()
+
+
+@pytest.fixture(scope="session")
 def host_recording(root: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     """One whole-host recording shared by the family tests."""
     rec = Recording(tmp_path_factory.mktemp("host") / "host.db")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sqlite3
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from ktriage.errors import KtriageError, StoreError, UsageError
 from ktriage.render import detections as render_detections
 from ktriage.live import stop_on_signals
 from ktriage.render.rows import FORMATS, write_rows
-from ktriage.store.sqlite import open_readonly
+from ktriage.store.access import DB_ERRORS, open_readonly
 
 log = logging.getLogger("ktriage")
 
@@ -89,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     rec = sub.add_parser("record", help="record this host's kernel events into a database")
-    rec.add_argument("--db", default="ktriage.db", help="SQLite database file (created or migrated, never dropped)")
+    rec.add_argument("--db", default="ktriage.db",
+                     help="SQLite file or postgresql:// URL (created or migrated, never dropped)")
     rec.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: Ctrl-C)")
     rec.add_argument("--pid", type=int, nargs="+", default=[], metavar="PID",
                      help="only these processes and their descendants")
@@ -110,22 +110,22 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect")
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
-    i.add_argument("--db", default="ktriage.db", help="SQLite database file (created or migrated, never dropped)")
+    i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
 
     d = sub.add_parser("detections", help="list the detections stored in a database")
-    d.add_argument("--db", default="ktriage.db", help="SQLite database file")
+    d.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
     d.add_argument("--format", choices=("table", "jsonl"), default="table")
     d.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
 
     r = sub.add_parser("detect", help="run the detection rules over stored or recorded events (replay)")
     src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--db", help="a database recorded by ktriage")
+    src.add_argument("--db", help="a database recorded by ktriage (SQLite file or postgresql:// URL)")
     src.add_argument("--events", type=Path, metavar="FILE", help="events as JSON lines (watch --format jsonl)")
     r.add_argument("--format", choices=("table", "jsonl"), default="table")
     r.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
 
     sv = sub.add_parser("serve", help="run the broker: sensor, engine, store and client API (Unix socket, HTTP)")
-    sv.add_argument("--db", help="also record every subscribed event into this SQLite database")
+    sv.add_argument("--db", help="also record every subscribed event (SQLite file or postgresql:// URL)")
     sv.add_argument("--socket", default="/run/ktriage/broker.sock", help="Unix socket path (mode 0660)")
     sv.add_argument("--group", help="a group whose members may use the socket besides root")
     sv.add_argument("--http", metavar="HOST:PORT", help="also serve the HTTP API (loopback) with a bearer token")
@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
-    q.add_argument("--db", default="ktriage.db", help="SQLite database file")
+    q.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only, 30 s limit)")
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("sql", help="the SQL statement")
     return p
@@ -173,11 +173,11 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _detections(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
-    db.row_factory = sqlite3.Row
     try:
-        rows = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
-        detections = [dict(row) for row in rows]
-    except sqlite3.Error as exc:
+        cur = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
+        names = [d[0] for d in cur.description]
+        detections = [dict(zip(names, row)) for row in cur]
+    except DB_ERRORS as exc:
         raise StoreError(f"{args.db}: {exc}") from exc
     render_detections.write(sys.stdout, args.format, detections)
     return 0
@@ -229,13 +229,13 @@ def _query(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     try:
         cur = db.execute(args.sql)
-    except sqlite3.Error as exc:
-        raise UsageError(f"query failed: {exc}") from exc
+    except DB_ERRORS as exc:
+        raise UsageError(f"query failed: {str(exc).strip().splitlines()[0]}") from exc
     columns = [d[0] for d in cur.description or ()]
     if columns:
         try:
             write_rows(sys.stdout, args.format, columns, cur)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"query failed while reading rows: {exc}") from exc
     return 0
 

@@ -21,7 +21,7 @@ from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import UsageError
 from ktriage.sources.windows import SUFFIXES, RecordError, normalize, records
-from ktriage.store.sqlite import SqliteStore
+from ktriage.store.access import open_store
 
 BATCH = 5000
 SHOWN_ERRORS = 5
@@ -60,7 +60,7 @@ def _sha256(path: Path) -> str:
 
 class Ingester:
     def __init__(self, db: str, err: TextIO = sys.stderr) -> None:
-        self.store = SqliteStore(db)
+        self.store = open_store(db)
         self.rules = builtin_rules("windows")
         self.err = err
         self.tty = err.isatty()

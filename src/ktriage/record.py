@@ -19,7 +19,7 @@ from ktriage.errors import SetupError
 from ktriage.live import LiveSource, StopFlag, check_pids, require_root, stop_on_signals
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
-from ktriage.store.sqlite import SqliteStore
+from ktriage.store.access import Store, open_store
 from ktriage.store.writer import StoreWriter
 
 STORE_QUEUE_EVENTS = 1_000_000
@@ -46,7 +46,7 @@ class Recorder:
         require_root("recording")
         o = self.options
         pids = check_pids(o.pids)
-        store = SqliteStore(o.db)
+        store = open_store(o.db)
         source = LiveSource(SensorOptions(ring_bytes=o.ring_bytes, pids=pids, families=o.families,
                                           max_depth=o.max_depth))
         try:
@@ -56,7 +56,7 @@ class Recorder:
             source.close()
             store.close()
 
-    def _record(self, store: SqliteStore, source: LiveSource) -> int:
+    def _record(self, store: Store, source: LiveSource) -> int:
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", STORE_QUEUE_EVENTS))
         probe = source.sensor.probe
@@ -99,7 +99,7 @@ class Recorder:
         line = f"{elapsed:6.0f}s  events={total} ({total / max(elapsed, 1e-9):.0f}/s)  {fams}  lost={sum(lost.values())}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.err, flush=True)
 
-    def _finish(self, store: SqliteStore, source: LiveSource, bus: Bus, writer: StoreWriter, run_id: int) -> int:
+    def _finish(self, store: Store, source: LiveSource, bus: Bus, writer: StoreWriter, run_id: int) -> int:
         sent, lost = source.sensor.counters()
         decoder = source.decoder
         assert decoder is not None

@@ -28,7 +28,7 @@ from ktriage.bus import Bus
 from ktriage.live import LiveSource, require_root
 from ktriage.sensor.procs import descendants, read_exe
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.store.sqlite import SqliteStore
+from ktriage.store.access import open_store
 from ktriage.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Broker:
         require_root("the broker")
         self.source = LiveSource(SensorOptions(targeted=True))
         self.source.start()
-        store = SqliteStore(self.db) if self.db else None
+        store = open_store(self.db) if self.db else None
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", 1_000_000)) if store else None
         listener = self._listen()

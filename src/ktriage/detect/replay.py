@@ -9,7 +9,6 @@ engine state, so replayed detections equal live ones.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from ktriage.detect.engine import Engine
 from ktriage.detect.rules import Rule
 from ktriage.errors import UsageError
 from ktriage.model.families import FAMILIES
+from ktriage.store.access import ReadOnly
 
 Event = dict[str, Any]
 _ORDER = {family: i for i, family in enumerate(FAMILIES)}
@@ -37,8 +37,8 @@ def by_source(events: Iterable[Event]) -> Iterator[list[Event]]:
         yield sorted(evs, key=live_order)
 
 
-def stored_events(db: sqlite3.Connection) -> Iterator[Event]:
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+def stored_events(db: ReadOnly) -> Iterator[Event]:
+    tables = db.tables()
     for family in FAMILIES:
         if family == "detection" or family not in tables:
             continue

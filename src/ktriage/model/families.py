@@ -66,7 +66,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("child_pid", "INTEGER", "fork: the new process"),
         Column("exit_status", "INTEGER", "exit: exit status, when it exited normally"),
         Column("exit_signal", "INTEGER", "exit: terminating signal, when killed"),
-        Column("user", "TEXT", "Windows: the account"),
+        Column("account", "TEXT", "Windows: the account"),
         Column("guid", "TEXT", "Windows: Sysmon ProcessGuid"),
         Column("tamper_type", "TEXT", "Windows (Sysmon 25): the process tampering type"),
     ),
@@ -109,7 +109,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("rport", "INTEGER", "remote port"),
         Column("result", "INTEGER", "syscall result (connect: 0, -errno, -115 in progress)"),
         Column("direction", "INTEGER", "Windows: 1 when this host initiated the connection"),
-        Column("user", "TEXT", "Windows: the account"),
+        Column("account", "TEXT", "Windows: the account"),
     ),
     "access": (
         Column("op", "TEXT", "ptrace | vm_readv | vm_writev | proc_mem | pidfd_open | pidfd_getfd"),
@@ -156,7 +156,7 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("signature", "TEXT", "Windows: driver signer"),
         Column("signature_status", "TEXT", "Windows: Valid, Expired …"),
         Column("service_type", "TEXT", "Windows (System 7045): service type"),
-        Column("user", "TEXT", "Windows: the account"),
+        Column("account", "TEXT", "Windows: the account"),
     ) + ORIGIN,
     "api": (
         Column("op", "TEXT", "setuid | setgid | setreuid | setregid | setresuid | setresgid | setfsuid | setfsgid | capset"

@@ -29,13 +29,13 @@ _PROC = {"pid": "ProcessId", "image": "Image"}
 MAPPINGS: dict[tuple[str, int], Mapping] = {
     (SYSMON, 1): ("process", {"action": "exec"}, {
         "pid": "ProcessId", "ppid": "ParentProcessId", "image": "Image", "path": "Image",
-        "cmdline": "CommandLine", "cwd": "CurrentDirectory", "parent_image": "ParentImage", "user": "User",
+        "cmdline": "CommandLine", "cwd": "CurrentDirectory", "parent_image": "ParentImage", "account": "User",
         "guid": "ProcessGuid"}),
     (SYSMON, 5): ("process", {"action": "exit"}, {**_PROC, "guid": "ProcessGuid"}),
     (SYSMON, 25): ("process", {"action": "tamper"}, {**_PROC, "path": "Image", "tamper_type": "Type"}),
     (SYSMON, 3): ("network", {"op": "connect"}, {
         **_PROC, "proto": "Protocol", "laddr": "SourceIp", "lport": "SourcePort", "raddr": "DestinationIp",
-        "rport": "DestinationPort", "direction": "Initiated", "user": "User"}),
+        "rport": "DestinationPort", "direction": "Initiated", "account": "User"}),
     (SYSMON, 6): ("module", {"op": "driver_load"}, {
         "path": "ImageLoaded", "signed": "Signed", "signature": "Signature", "signature_status": "SignatureStatus"}),
     (SYSMON, 7): ("image", {"how": "load"}, {
@@ -65,7 +65,7 @@ MAPPINGS: dict[tuple[str, int], Mapping] = {
     (SECURITY, 4985): ("file", {"op": "txf_transaction"}, {"pid": "ProcessId", "image": "ProcessName"}),
     (POWERSHELL, 4104): ("api", {"op": "script_block"}, {"args": "ScriptBlockText", "path": "Path"}),
     (SYSTEM, 7045): ("module", {"op": "service_install"}, {
-        "name": "ServiceName", "path": "ImagePath", "service_type": "ServiceType", "user": "AccountName"}),
+        "name": "ServiceName", "path": "ImagePath", "service_type": "ServiceType", "account": "AccountName"}),
 }
 
 # fields holding numbers: decimal in Sysmon, hex ("0x1a2b") in the Security log

@@ -26,6 +26,9 @@ BOOKKEEPING = {
 }
 
 INDEXES = {family: (("ts",), ("pid", "ts")) for family in FAMILIES}
+# one event, named by (host, source, seq): replays and re-sends are ignored, never stored twice
+UNIQUE = ("host", "source", "seq")
+PG_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": "TEXT"}
 
 
 def event_tables() -> dict[str, list[tuple[str, str]]]:
@@ -33,14 +36,35 @@ def event_tables() -> dict[str, list[tuple[str, str]]]:
     return {family: [(c.name, c.sqltype) for c in columns(family)] for family in FAMILIES}
 
 
-def create_table_sql(table: str, cols: list[tuple[str, str]]) -> str:
-    body = ", ".join(f"{name} {sqltype}" for name, sqltype in cols)
-    return f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, {body})"
+def ident(name: str, dialect: str) -> str:
+    """A column name as the dialect needs it: PostgreSQL reserves some of ours (``end``)."""
+    return f'"{name}"' if dialect == "postgres" else name
+
+
+def column_type(sqltype: str, dialect: str) -> str:
+    return PG_TYPES.get(sqltype, sqltype) if dialect == "postgres" else sqltype
+
+
+def create_table_sql(table: str, cols: list[tuple[str, str]], dialect: str = "sqlite") -> str:
+    body = ", ".join(f"{ident(name, dialect)} {column_type(sqltype, dialect)}" for name, sqltype in cols)
+    key = "id BIGSERIAL" if dialect == "postgres" else "id INTEGER PRIMARY KEY"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({key}, {body})"
+
+
+def bookkeeping_sql(table: str, dialect: str = "sqlite") -> str:
+    body = BOOKKEEPING[table]
+    if dialect == "postgres":
+        body = body.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY").replace("INTEGER", "BIGINT")
+    return f"CREATE TABLE IF NOT EXISTS {table} ({body})"
 
 
 def index_sql(table: str, cols: tuple[str, ...]) -> str:
     return f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(cols)} ON {table} ({', '.join(cols)})"
 
 
+def unique_sql(table: str) -> str:
+    return f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_event ON {table} ({', '.join(UNIQUE)})"
+
+
 def insert_sql(table: str, cols: list[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"

@@ -42,7 +42,7 @@ def check_writable_path(path: Path) -> None:
         raise StoreError(f"cannot create {path}: directory {parent} is not writable")
 
 
-def _fit_int64(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def fit_int64(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Unsigned 64-bit values above SQLite's INTEGER range are stored as their
     two's-complement signed value (the same 64 bits)."""
     return tuple(v - (1 << 64) if isinstance(v, int) and v >= 1 << 63 else v for v in row)
@@ -67,8 +67,8 @@ class SqliteStore:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for table, body in schema.BOOKKEEPING.items():
-                db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+            for table in schema.BOOKKEEPING:
+                db.execute(schema.bookkeeping_sql(table))
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else 0
             if found > schema.SCHEMA_VERSION:
@@ -92,9 +92,10 @@ class SqliteStore:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
         for index in schema.INDEXES.get(table, ()):
             self.db.execute(schema.index_sql(table, index))
+        self.db.execute(schema.unique_sql(table))
 
     def insert(self, events: Iterable[dict[str, Any]]) -> int:
-        """Insert a batch in one transaction; returns the number of rows written."""
+        """Insert a batch in one transaction (an event already stored is skipped); returns the rows written."""
         by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for ev in events:
             cols = self._columns[ev["family"]]
@@ -103,19 +104,24 @@ class SqliteStore:
         self.db.execute("BEGIN")
         try:
             for table, rows in by_table.items():
-                self.db.execute("SAVEPOINT batch")
-                try:
-                    self.db.executemany(self._insert[table], rows)
-                except OverflowError:  # rows before the offending one were inserted: undo, then refit all
-                    self.db.execute("ROLLBACK TO batch")
-                    self.db.executemany(self._insert[table], [_fit_int64(row) for row in rows])
-                self.db.execute("RELEASE batch")
-                written += len(rows)
+                written += self._insert_rows(table, rows)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return written
+
+    def _insert_rows(self, table: str, rows: list[tuple[Any, ...]]) -> int:
+        self.db.execute("SAVEPOINT batch")
+        before = self.db.total_changes
+        try:
+            self.db.executemany(self._insert[table], rows)
+        except OverflowError:  # rows before the offending one were inserted: undo, then refit all
+            self.db.execute("ROLLBACK TO batch")
+            before = self.db.total_changes
+            self.db.executemany(self._insert[table], [fit_int64(row) for row in rows])
+        self.db.execute("RELEASE batch")
+        return self.db.total_changes - before
 
     def begin_run(self, host: str, source: str, kernel: str, version: str, command: str, probe: dict[str, Any]) -> int:
         cur = self.db.execute(

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 
 from ktriage.bus import Subscription
-from ktriage.store.sqlite import SqliteStore
+from ktriage.store.access import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
 
 class StoreWriter(threading.Thread):
-    def __init__(self, store: SqliteStore, sub: Subscription, interval: float = 0.2) -> None:
+    def __init__(self, store: Store, sub: Subscription, interval: float = 0.2) -> None:
         super().__init__(name="ktriage-store", daemon=True)
         self.store = store
         self.sub = sub
@@ -43,7 +42,7 @@ class StoreWriter(threading.Thread):
             return
         try:
             self.written += self.store.insert(events)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             self.error = f"{self.store.path}: {exc}"
             self.failed += len(events)
             log.error("store write failed, recording stops storing: %s", self.error)
