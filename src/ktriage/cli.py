@@ -81,6 +81,14 @@ def _target_options(p: argparse.ArgumentParser) -> None:
                    help="follow children of a target this many generations down (default: all)")
 
 
+def _fleet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forward", metavar="URL", help="also ship every event to this central postgresql:// store "
+                   "(TLS and passwords as in any libpq URL: ?sslmode=verify-full&sslrootcert=…, PGPASSFILE)")
+    p.add_argument("--spool", type=Path, default=Path("/var/lib/ktriage/spool"),
+                   help="where events wait while the central store is unreachable (default /var/lib/ktriage/spool)")
+    p.add_argument("--host-id", help="the host name written on every row (default: this host's name)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
     p.add_argument("--version", action="version", version=f"ktriage {__version__}")
@@ -98,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--summary-interval", type=_positive_float, default=10.0, metavar="S",
                      help="seconds between summary lines when stderr is not a terminal")
     _target_options(rec)
+    _fleet_options(rec)
 
     w = sub.add_parser("watch", help="render a process and its children live (seed preview layout or JSON lines)",
                        usage="ktriage watch [options] (--pid PID [PID ...] | -- COMMAND [ARGS ...])")
@@ -145,8 +154,11 @@ def _parser() -> argparse.ArgumentParser:
 def _record(args: argparse.Namespace) -> int:
     from ktriage.record import RecordOptions, Recorder  # the sensor stack loads only when recording
 
+    if args.forward and not args.forward.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--forward {args.forward}: give a postgresql:// URL")
     options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
-                            summary_interval=args.summary_interval, max_depth=args.depth)
+                            summary_interval=args.summary_interval, max_depth=args.depth, forward=args.forward,
+                            spool=args.spool, host_id=args.host_id)
     if args.streams is not None:
         options.families = args.streams
     return Recorder(options).run()

@@ -39,9 +39,9 @@ def check_pids(pids: list[int]) -> dict[int, int]:
 class LiveSource:
     """Events from the kernel, then the detections they complete (detect=True)."""
 
-    def __init__(self, options: SensorOptions, detect: bool = True) -> None:
+    def __init__(self, options: SensorOptions, detect: bool = True, host: str | None = None) -> None:
         self.sensor = Sensor(options)
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()
         self.source = f"ebpf:{secrets.token_hex(4)}"  # one recording: seq is unique within it
         self.engine = Engine(builtin_rules("linux")) if detect else None
         self.integrity = IntegrityMonitor(self.host, self.source) if detect else None

@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from ktriage import __version__
@@ -20,6 +21,7 @@ from ktriage.live import LiveSource, StopFlag, check_pids, require_root, stop_on
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 from ktriage.store.access import Store, open_store
+from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
 STORE_QUEUE_EVENTS = 1_000_000
@@ -34,6 +36,9 @@ class RecordOptions:
     summary_interval: float = 10.0
     families: frozenset[str] = ALL_FAMILIES
     max_depth: int = 0xFFFFFFFF
+    forward: str | None = None  # a central store (postgresql://) to ship every event to as well
+    spool: Path = Path("/var/lib/ktriage/spool")
+    host_id: str | None = None  # the host name written on every row (default: this host's name)
 
 
 class Recorder:
@@ -48,7 +53,7 @@ class Recorder:
         pids = check_pids(o.pids)
         store = open_store(o.db)
         source = LiveSource(SensorOptions(ring_bytes=o.ring_bytes, pids=pids, families=o.families,
-                                          max_depth=o.max_depth))
+                                          max_depth=o.max_depth), host=o.host_id)
         try:
             source.start()
             return self._record(store, source)
@@ -59,11 +64,14 @@ class Recorder:
     def _record(self, store: Store, source: LiveSource) -> int:
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", STORE_QUEUE_EVENTS))
+        forwarder = self._forwarder(bus)
         probe = source.sensor.probe
         assert probe is not None
         run_id = store.begin_run(source.host, "ebpf", platform.release(), __version__, " ".join(sys.argv),
                                  probe.works)
         writer.start()
+        if forwarder:
+            forwarder.start()
         try:
             with stop_on_signals() as stop:
                 self._loop(source, bus, writer, stop)
@@ -71,7 +79,14 @@ class Recorder:
         finally:
             bus.close()
             writer.join()
-        return self._finish(store, source, bus, writer, run_id)
+            if forwarder:
+                forwarder.join()
+        return self._finish(store, source, bus, writer, run_id, forwarder)
+
+    def _forwarder(self, bus: Bus) -> Forwarder | None:
+        if not self.options.forward:
+            return None
+        return Forwarder(self.options.forward, bus.subscribe("forward", STORE_QUEUE_EVENTS), self.options.spool)
 
     def _loop(self, source: LiveSource, bus: Bus, writer: StoreWriter, stop: StopFlag) -> None:
         sensor = source.sensor
@@ -99,7 +114,8 @@ class Recorder:
         line = f"{elapsed:6.0f}s  events={total} ({total / max(elapsed, 1e-9):.0f}/s)  {fams}  lost={sum(lost.values())}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.err, flush=True)
 
-    def _finish(self, store: Store, source: LiveSource, bus: Bus, writer: StoreWriter, run_id: int) -> int:
+    def _finish(self, store: Store, source: LiveSource, bus: Bus, writer: StoreWriter, run_id: int,
+                forwarder: Forwarder | None) -> int:
         sent, lost = source.sensor.counters()
         decoder = source.decoder
         assert decoder is not None
@@ -113,9 +129,13 @@ class Recorder:
         rows += [("decode", "", "errors", decoder.errors), ("decode", "", "own", source.own_events),
                  ("queue", "", "dropped", dropped),
                  ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
+        if forwarder:
+            rows += forwarder.counters() + [("queue", "forward", "dropped", bus.subscriptions[1].dropped)]
         if writer.error is None:
             store.end_run(run_id, rows)
         self._print_summary(sent, lost, source, dropped, writer)
+        if forwarder:
+            print("forwarded " + ", ".join(f"{c} {v}" for _s, _f, c, v in forwarder.counters()), file=self.err)
         if writer.error is not None:
             raise SetupError(f"storing stopped: {writer.error}")
         return 0
