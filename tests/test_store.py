@@ -136,3 +136,17 @@ def test_bad_postgres_url_is_one_line(tmp_path) -> None:
     line = out.stderr.strip()
     assert line.startswith("ktriage: error: postgresql://nobody:***@") and "secret" not in line
     assert len(line.splitlines()) == 1
+
+
+def test_retention_prunes_old_events_only(db_target: str) -> None:
+    import time as _time
+
+    now = _time.time_ns()
+    day = 86_400 * 10**9
+    store = open_store(db_target)
+    store.insert([{"family": "file", "host": "h", "source": "s", "seq": i, "ts": now - age * day}
+                  for i, age in enumerate((40, 31, 29, 1))])
+    store.close()
+    out = ktriage("prune", "--db", db_target, "--older-than", "30")
+    assert out.returncode == 0 and "pruned 2 events" in out.stderr, out.stderr
+    assert _count(db_target, "file") == 2

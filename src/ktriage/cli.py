@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
     i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
 
+    pr = sub.add_parser("prune", help="retention: delete events older than N days")
+    pr.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
+    pr.add_argument("--older-than", type=_positive_float, required=True, metavar="DAYS")
+
     d = sub.add_parser("detections", help="list the detections stored in a database")
     d.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
     d.add_argument("--format", choices=("table", "jsonl"), default="table")
@@ -180,6 +184,19 @@ def _ingest(args: argparse.Namespace) -> int:
     from ktriage.ingest import Ingester
 
     Ingester(args.db).run(args.paths)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ktriage.store.access import open_store
+
+    store = open_store(args.db)
+    try:
+        deleted = store.prune(time.time_ns() - int(args.older_than * 86400e9))
+    finally:
+        store.close()
+    print(f"ktriage: pruned {sum(deleted.values())} events older than {args.older_than:g} days: "
+          + ", ".join(f"{t} {n}" for t, n in deleted.items() if n), file=sys.stderr)
     return 0
 
 
@@ -252,7 +269,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
+_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "prune": _prune, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:

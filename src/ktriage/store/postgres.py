@@ -122,6 +122,14 @@ class PostgresStore:
                 cur.executemany("INSERT INTO stats (run_id, stage, family, counter, value) VALUES (%s, %s, %s, %s, %s)",
                                 [(run_id, *row) for row in counters])
 
+    def prune(self, before_ns: int) -> dict[str, int]:
+        """Delete events older than before_ns; at fleet scale drop daily partitions instead (docs/SCALE.md)."""
+        deleted = {}
+        with self.db.transaction():
+            for table in self._columns:
+                deleted[table] = self.db.execute(f"DELETE FROM {table} WHERE ts < %s", (before_ns,)).rowcount
+        return deleted
+
     def ingested(self, sha256: str) -> bool:
         with self.db.transaction():
             return self.db.execute("SELECT 1 FROM ingested WHERE sha256 = %s", (sha256,)).fetchone() is not None

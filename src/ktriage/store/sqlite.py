@@ -138,6 +138,15 @@ class SqliteStore:
                             [(run_id, *row) for row in counters])
         self.db.execute("COMMIT")
 
+    def prune(self, before_ns: int) -> dict[str, int]:
+        """Delete events older than before_ns (retention); returns rows deleted per table."""
+        deleted = {}
+        self.db.execute("BEGIN")
+        for table in self._columns:
+            deleted[table] = self.db.execute(f"DELETE FROM {table} WHERE ts < ?", (before_ns,)).rowcount
+        self.db.execute("COMMIT")
+        return deleted
+
     def ingested(self, sha256: str) -> bool:
         return self.db.execute("SELECT 1 FROM ingested WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
