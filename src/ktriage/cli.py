@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--token-file", type=Path, default=Path("/run/ktriage/token"),
                     help="bearer token for --http (created, mode 0600, when missing)")
     sv.add_argument("--queue", type=int, default=1024, help="events queued per client before drops (default 1024)")
+    _fleet_options(sv)
 
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
@@ -239,7 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError(f"--http {args.http}: give a loopback HOST:PORT (e.g. 127.0.0.1:8765)")
         http = HttpApi(host.strip("[]"), int(port), load_token(args.token_file))
     try:
-        broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue)
+        broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue, forward=args.forward,
+                        spool=args.spool, host_id=args.host_id)
     except KeyError:
         raise UsageError(f"--group {args.group}: no such group") from None
     with stop_on_signals() as stop:

@@ -29,6 +29,7 @@ from ktriage.live import LiveSource, require_root
 from ktriage.sensor.procs import descendants, read_exe
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.store.access import open_store
+from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def _groups_of(pid: int) -> set[int]:
 
 class Broker:
     def __init__(self, socket_path: str = DEFAULT_SOCKET, db: str | None = None, group: str | None = None,
-                 queue_capacity: int = 1024) -> None:
+                 queue_capacity: int = 1024, forward: str | None = None, spool: Path | None = None,
+                 host_id: str | None = None) -> None:
+        self.forward, self.spool, self.host_id = forward, spool, host_id
         self.socket_path = Path(socket_path)
         self.db = db
         self.gid = grp.getgrnam(group).gr_gid if group else None
@@ -69,15 +72,18 @@ class Broker:
 
     def run(self, ready: threading.Event | None = None, http: Any = None) -> int:
         require_root("the broker")
-        self.source = LiveSource(SensorOptions(targeted=True))
+        self.source = LiveSource(SensorOptions(targeted=True), host=self.host_id)
         self.source.start()
         store = open_store(self.db) if self.db else None
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", 1_000_000)) if store else None
+        forwarder = (Forwarder(self.forward, bus.subscribe("forward", 1_000_000), self.spool or Path("spool"))
+                     if self.forward else None)
         listener = self._listen()
         threading.Thread(target=self._accept, args=(listener,), name="ktriage-accept", daemon=True).start()
-        if writer:
-            writer.start()
+        for thread in (writer, forwarder):
+            if thread:
+                thread.start()
         if http is not None:
             http.start(self)
         print(f"ktriage: broker serving on {self.socket_path} (protocol {VERSION})", flush=True)
@@ -89,8 +95,9 @@ class Broker:
             listener.close()
             self.socket_path.unlink(missing_ok=True)
             bus.close()
-            if writer:
-                writer.join()
+            for thread in (writer, forwarder):
+                if thread:
+                    thread.join()
             if http is not None:
                 http.stop()
             self.source.close()
