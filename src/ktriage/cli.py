@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--queue", type=int, default=1024, help="events queued per client before drops (default 1024)")
     _fleet_options(sv)
 
+    ui = sub.add_parser("ui", help="serve the web triage UI for a database, on loopback")
+    ui.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only)")
+    ui.add_argument("--listen", default="127.0.0.1:8780", metavar="HOST:PORT", help="loopback address (default 127.0.0.1:8780)")
+
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
@@ -250,6 +254,20 @@ def _serve(args: argparse.Namespace) -> int:
         return broker.run(http=http)
 
 
+def _ui(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ktriage.ui.api import create_app
+
+    host, _, port = args.listen.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        raise UsageError(f"--listen {args.listen}: give a loopback HOST:PORT (e.g. 127.0.0.1:8780)")
+    open_readonly(args.db).close()  # a clear error now rather than on the first page
+    print(f"ktriage: triage UI on http://{args.listen}/ for {args.db}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(args.db), host=host, port=int(port), log_level="warning")
+    return 0
+
+
 def _selftest(args: argparse.Namespace) -> int:
     from ktriage.selftest.suite import Suite
 
@@ -271,7 +289,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "prune": _prune, "detections": _detections, "detect": _detect, "selftest": _selftest, "query": _query}
+_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "prune": _prune, "detections": _detections, "detect": _detect, "ui": _ui, "selftest": _selftest, "query": _query}
 
 
 def main(argv: list[str] | None = None) -> int:

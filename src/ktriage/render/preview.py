@@ -47,6 +47,13 @@ class Preview:
             "file": self._file, "network": self._network,
         }
 
+    def title(self, ev: Event) -> str:
+        """The first line of an event's preview: what happened, in one line."""
+        fam = ev["family"]
+        if fam == "detection":
+            return f"[DETECTION] {ev['name']} severity={ev['severity']} actor={ev['actor_pid']} target={ev['target_pid']}"
+        return self._titles.get(fam, lambda e: f"[{fam.upper()}]")(ev).splitlines()[0]
+
     def _paint(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
