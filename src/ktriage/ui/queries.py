@@ -17,6 +17,12 @@ from ktriage.store.access import ReadOnly
 
 Event = dict[str, Any]
 _TITLE = Preview(colour=False).title
+
+
+def summary(ev: Event) -> str:
+    """One line for lists: the preview's title and, for a process, its command line."""
+    detail = ev.get("cmdline") or (ev.get("path") if ev["family"] == "process" else None)
+    return f"{_TITLE(ev)}  {detail}" if detail else _TITLE(ev)
 TIMELINE_LIMIT = 300
 
 
@@ -119,7 +125,7 @@ def _timeline(db: ReadOnly, host: str | None, pid: int) -> list[dict[str, Any]]:
             events += _rows(db, family, f"SELECT * FROM {family} WHERE pid = ?{h} ORDER BY ts DESC LIMIT ?",
                             (pid, *hp, TIMELINE_LIMIT))
     events.sort(key=lambda e: e["ts"] or 0, reverse=True)
-    return [{"id": e["id"], "family": e["family"], "ts": e["ts"], "summary": _TITLE(e)} for e in events[:TIMELINE_LIMIT]]
+    return [{"id": e["id"], "family": e["family"], "ts": e["ts"], "summary": summary(e)} for e in events[:TIMELINE_LIMIT]]
 
 
 def process_view(db: ReadOnly, host: str | None, pid: int) -> dict[str, Any]:
@@ -153,7 +159,7 @@ def search(db: ReadOnly, text: str, limit: int = 200) -> list[dict[str, Any]]:
         for ev in _rows(db, family, f"SELECT * FROM {family} WHERE {where} ORDER BY ts DESC LIMIT ?",
                         (*[pattern] * len(columns), limit)):
             out.append({"id": ev["id"], "family": family, "ts": ev["ts"], "host": ev.get("host"), "pid": ev.get("pid"),
-                        "summary": _TITLE(ev)})
+                        "summary": summary(ev)})
     out.sort(key=lambda e: e["ts"] or 0, reverse=True)
     return out[:limit]
 
