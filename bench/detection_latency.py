@@ -58,7 +58,7 @@ def measure(count: int) -> dict:
         source.sensor.set_targets({launch.pid: 0})
         launch.release()
         while not launch.finished():
-            bus.publish(source.poll(100))
+            bus.publish(source.poll(10))
         bus.publish(source.poll(100) + source.poll(0))
         bus.close()
         writer.join()

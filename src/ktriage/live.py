@@ -36,6 +36,9 @@ def check_pids(pids: list[int]) -> dict[int, int]:
     return descendants(set(pids)) if pids else {}
 
 
+POLL_MS = 100  # bulk records are not announced one by one (see emit in bpf/common.h): read this often
+
+
 class LiveSource:
     """Events from the kernel, then the detections they complete (detect=True)."""
 

@@ -17,7 +17,7 @@ from typing import TextIO
 from ktriage import __version__
 from ktriage.bus import Bus
 from ktriage.errors import SetupError
-from ktriage.live import LiveSource, StopFlag, check_pids, require_root, stop_on_signals
+from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 from ktriage.store.access import Store, open_store
@@ -97,7 +97,7 @@ class Recorder:
         start = last = time.monotonic()
         deadline = start + self.options.duration if self.options.duration else None
         while not stop.requested and writer.error is None and writer.is_alive():
-            bus.publish(source.poll(100))
+            bus.publish(source.poll(POLL_MS))
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from ktriage.detect.engine import event_id
 from ktriage.errors import UsageError
-from ktriage.live import LiveSource, check_pids, require_root, stop_on_signals
+from ktriage.live import POLL_MS, LiveSource, check_pids, require_root, stop_on_signals
 from ktriage.render.preview import Preview
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 
@@ -113,7 +113,7 @@ class Watcher:
         deadline = time.monotonic() + self.options.duration if self.options.duration else None
         with stop_on_signals() as stop:
             while not stop.requested:
-                self._write(source.poll(100))
+                self._write(source.poll(POLL_MS))
                 gone = launch.finished() if launch else not os.path.exists(f"/proc/{root}")
                 if gone or (deadline is not None and time.monotonic() >= deadline):
                     break

@@ -25,7 +25,7 @@ from ktriage import __version__
 from ktriage.broker.clients import Client, Subscription, parse_streams
 from ktriage.broker.protocol import VERSION, ProtocolError, check_request, encode, read_frame
 from ktriage.bus import Bus
-from ktriage.live import LiveSource, require_root
+from ktriage.live import POLL_MS, LiveSource, require_root
 from ktriage.sensor.procs import descendants, read_exe
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.store.access import open_store
@@ -119,7 +119,7 @@ class Broker:
         assert self.source is not None
         last_expire = time.monotonic()
         while not self.stopping.is_set():
-            events = self.source.poll(100)
+            events = self.source.poll(POLL_MS)
             if events:
                 self.events += len(events)
                 bus.publish(events)

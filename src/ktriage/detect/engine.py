@@ -110,10 +110,12 @@ class Engine:
             key = _key(ev, rule.until)
             if key in partials:  # the chain is broken (e.g. the process exec'd): start over
                 del partials[key]
-        for stage in range(len(rule.steps) - 1, 0, -1):
+        for stage in range(len(rule.steps) - 1, 0, -1) if partials else ():
             step = rule.steps[stage]
+            if not step.where(ev):
+                continue
             key = _key(ev, step)
-            if key is None or key not in partials or not step.where(ev):
+            if key is None or key not in partials:
                 continue
             chain = partials[key].get(stage)
             if chain is None:
@@ -131,9 +133,10 @@ class Engine:
                 partials[key][stage + 1] = chain
             break
         first = rule.steps[0]
-        key = _key(ev, first)
-        if key is not None and first.where(ev):
-            partials.touch(key, {})[1] = [ev]
+        if first.where(ev):
+            key = _key(ev, first)
+            if key is not None:
+                partials.touch(key, {})[1] = [ev]
         return out
 
     def _marks(self, rule: Rule, ev: Event) -> list[Event]:
@@ -141,8 +144,10 @@ class Engine:
         window = rule.window_ms * 1_000_000
         out: list[Event] = []
         for step in rule.steps:
+            if not step.where(ev):
+                continue
             key = _key(ev, step)
-            if key is None or not step.where(ev):
+            if key is None:
                 continue
             chain = chains.touch(key, None) or _Chain(ev["ts"])
             if ev["ts"] - chain.first_ts > window:  # slide: forget the old marks first, then add this one

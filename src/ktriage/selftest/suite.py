@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from ktriage.live import LiveSource, require_root
+from ktriage.live import POLL_MS, LiveSource, require_root
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.watch import Launch
 
@@ -137,7 +137,7 @@ class Suite:
         seen: list[dict] = []
         deadline = time.monotonic() + 60
         while not launch.finished() and time.monotonic() < deadline:
-            seen += source.poll(50)
+            seen += source.poll(POLL_MS)
         seen += source.poll(100) + source.poll(0)
         if not launch.finished():
             launch.abandon()

@@ -91,10 +91,15 @@ class Layout:
     strings: tuple[str, ...] = ()
     doc: str = ""
     _struct: struct.Struct = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_alignment(self.name, self.all_fields())
         object.__setattr__(self, "_struct", struct.Struct("<" + "".join(f.struct_code() for f in self.all_fields())))
+        names: list[str] = []
+        for f in self.all_fields():
+            names.extend([f.name] if f.count == 1 or f.ctype == "u8" else [f"{f.name}{i}" for i in range(f.count)])
+        object.__setattr__(self, "_names", tuple(names))
 
     def all_fields(self) -> tuple[Field, ...]:
         lens = tuple(Field(f"{s}_len", "u16") for s in self.strings)
@@ -121,12 +126,9 @@ class Layout:
             pos += f.size
         return out
 
-    def field_names(self) -> list[str]:
-        """Names of the values :attr:`struct` unpacks, in order."""
-        names: list[str] = []
-        for f in self.all_fields():
-            names.extend([f.name] if f.count == 1 or f.ctype == "u8" else [f"{f.name}{i}" for i in range(f.count)])
-        return names
+    def field_names(self) -> tuple[str, ...]:
+        """Names of the values :attr:`struct` unpacks, in order (computed once)."""
+        return self._names
 
 
 def _check_alignment(name: str, fields: tuple[Field, ...]) -> None:
@@ -327,7 +329,8 @@ CONFIG = (
     Field("filter", "u32"),  # 1: only processes in the ``targets`` map
     Field("max_depth", "u32"),  # children are followed this many generations below a target
     Field("mask", "u32"),  # families reported when no filter is active (bit = FAMILIES index)
-    Field("_r", "u32"),
+    Field("wakeup_bytes", "u32"),  # wake the consumer only once this much is pending (it also polls on a timer)
+    Field("wake_mask", "u32"),  # …or at once for these families (bit = FAMILIES index): prompt detections
 )
 # Value of the ``targets`` map (key: tgid).
 TARGET = (Field("depth", "u32"), Field("mask", "u32"))

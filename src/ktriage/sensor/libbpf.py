@@ -61,6 +61,8 @@ _quiet = 0  # > 0 while failures are expected (probing): libbpf warnings become 
 
 @_PrintFn
 def _print(level: int, fmt: bytes, args: int) -> int:
+    if not log.isEnabledFor(logging.DEBUG if _quiet else _LEVELS.get(level, logging.DEBUG)):
+        return 0
     buf = _c.create_string_buffer(2048)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     text = buf.value.decode(errors="replace").rstrip()
@@ -207,10 +209,14 @@ class RingBuffer:
         self.handle = _check_ptr(lib().ring_buffer__new(ring.fd, self._callback, None, None), "ring_buffer__new")
 
     def poll(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to timeout_ms for records; return every record available."""
+        """Wait up to timeout_ms for a wakeup, then take every record available (records the
+        kernel did not announce are consumed too: see emit in bpf/common.h)."""
         ret = lib().ring_buffer__poll(self.handle, timeout_ms)
         if ret < 0 and -ret != errno_mod.EINTR:
             raise BpfError("ring_buffer__poll", -ret)
+        ret = lib().ring_buffer__consume(self.handle)
+        if ret < 0:
+            raise BpfError("ring_buffer__consume", -ret)
         out = self.batch[:]
         self.batch.clear()
         return out

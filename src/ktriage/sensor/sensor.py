@@ -27,6 +27,9 @@ _U32 = struct.Struct("<I")
 
 
 ALL_FAMILIES = frozenset(layouts.FAMILIES)
+# records of these families wake the consumer at once (they complete most detections);
+# the others are read on its timer (live.POLL_MS) or when the ring fills past ring_bytes / 8
+WAKE_FAMILIES = frozenset({"access", "memory", "module", "api", "signal"})
 
 
 def family_mask(families: frozenset[str] | set[str]) -> int:
@@ -91,7 +94,7 @@ class Sensor:
         assert self.obj is not None
         o = self.options
         value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(o.pids) or o.targeted), o.max_depth,
-                                           family_mask(o.families), 0)
+                                           family_mask(o.families), o.ring_bytes // 8, family_mask(WAKE_FAMILIES))
         self.obj.map("kt_cfg").update(_U32.pack(0), value)
 
     def set_targets(self, pids: dict[int, int]) -> None:

@@ -163,10 +163,18 @@ static __always_inline void emit(void *rec, __u32 family)
 	__u32 zero = 0;
 	struct kt_stats *st = bpf_map_lookup_elem(&stats, &zero);
 
+	struct kt_config *c = cfg();
+	/* waking the consumer for every record costs it a wakeup and a Python round trip per
+	 * event: bulk families wait for its timer, or for data to pile up; the families that
+	 * complete detections wake it at once */
+	bool wake = !c || (c->wake_mask >> family & 1) ||
+		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= c->wakeup_bytes;
+	__u64 flags = wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+
 	h->seq = __sync_fetch_and_add(&seq_counter, 1);
 	if (st && family < KT_NFAM)
 		st->sent[family]++;
-	if (bpf_ringbuf_output(&events, rec, h->size & BUF_MASK, 0) && st && family < KT_NFAM)
+	if (bpf_ringbuf_output(&events, rec, h->size & BUF_MASK, flags) && st && family < KT_NFAM)
 		st->lost[family]++;
 }
 
