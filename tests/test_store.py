@@ -78,6 +78,22 @@ def test_events_are_stored_exactly_once(db_target: str) -> None:
     assert _count(db_target, "process") == 101
 
 
+def test_events_of_many_shapes_in_one_batch_keep_every_field(db_target: str) -> None:
+    base = {"host": "h", "source": "s", "ts": 1}
+    events = [dict(base, family="process", seq=1, action="fork", pid=5, child_pid=6),
+              dict(base, family="process", seq=2, pid=6, action="exit", exit_status=3, not_a_column="x"),
+              dict(base, family="file", seq=3, op="create", path="/tmp/x"),
+              dict(base, family="process", seq=4, action="fork", child_pid=8, pid=7)]  # keys in another order
+    store = open_store(db_target)
+    assert store.insert(events) == 4
+    store.close()
+    con = _raw(db_target)
+    rows = con.execute("SELECT seq, action, pid, child_pid, exit_status FROM process ORDER BY seq").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "fork", 5, 6, None), (2, "exit", 6, None, 3), (4, "fork", 7, 8, None)]
+    assert con.execute("SELECT op, path FROM file").fetchone() == ("create", "/tmp/x")
+    con.close()
+
+
 def test_unsigned_64_bit_values_are_stored_once_as_signed(db_target: str) -> None:
     store = open_store(db_target)
     events = [{"family": "access", "host": "h", "source": "s", "seq": i, "data": v}

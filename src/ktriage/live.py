@@ -68,7 +68,8 @@ class LiveSource:
         raws = self._early + self.sensor.poll(timeout_ms)
         self._early = []
         decoded = self.decoder.decode_many(raws)
-        events = sorted((e for e in decoded if e["pid"] != os.getpid()), key=live_order)
+        own = os.getpid()
+        events = sorted((e for e in decoded if e["pid"] != own), key=live_order)
         self.own_events += len(decoded) - len(events)
         if self.engine is not None:
             events += self.engine.process_many(events)

@@ -17,6 +17,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ktriage.detect.index import RuleIndex
 from ktriage.detect.rules import Level, Rule, Step
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,7 @@ class Engine:
         self._state: dict[str, _Lru] = {r.name: _Lru(capacity, self.counters) for r in self.rules}
         self._fired = _Lru(capacity, self.counters)  # (name, actor, target) -> ts
         self._kinds = {"match": self._match, "sequence": self._sequence, "marks": self._marks}
-        # rules by the event family they react to (each list strongest first, like self.rules)
-        self._any = [r for r in self.rules if r.families is None]
-        self._by_family: dict[str, list[Rule]] = {}
-        for family in {f for r in self.rules for f in (r.families or ())}:
-            self._by_family[family] = [r for r in self.rules if r.families is None or family in r.families]
+        self._index = RuleIndex(self.rules)
 
     def process_many(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
@@ -82,7 +79,7 @@ class Engine:
 
     def process(self, ev: Event) -> list[Event]:
         out: list[Event] = []
-        for rule in self._by_family.get(ev["family"], self._any):
+        for rule in self._index.rules_for(ev):
             try:
                 out.extend(self._kinds[rule.kind](rule, ev))
             except (TypeError, ValueError, KeyError) as exc:

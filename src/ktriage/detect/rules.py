@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ktriage.detect.index import Gate, gate_of
 from ktriage.detect.predicate import Predicate, PredicateError, compile_where
 
 KINDS = ("match", "sequence", "marks")
@@ -74,7 +75,7 @@ class Rule:
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     doc: str = ""
     origin: str = ""
-    families: frozenset[str] | None = None  # the event families it can react to (None: any)
+    gates: tuple[Gate, ...] = ({},)  # per where-clause, the values it pins fields to (detect/index.py)
 
     def names(self) -> tuple[str, ...]:
         """Every detection name this rule can emit."""
@@ -93,17 +94,6 @@ def _by(raw: Any, where: str) -> tuple[str, ...]:
     if not 1 <= len(by) <= 2 or not all(isinstance(f, str) for f in by):
         raise RuleError(f"{where}: 'by' names one or two fields (actor[, target])")
     return by
-
-
-def _families(specs: list[Any]) -> frozenset[str] | None:
-    """Families named by the ``family`` key of every where-clause, or None when one does not say."""
-    found: set[str] = set()
-    for spec in specs:
-        family = spec.get("family") if isinstance(spec, dict) else None
-        if family is None:
-            return None
-        found.update(family if isinstance(family, list) else [family])
-    return frozenset(found)
 
 
 def _specs(d: dict[str, Any], kind: str) -> list[Any]:
@@ -163,7 +153,7 @@ def rule_from_dict(d: dict[str, Any], origin: str) -> Rule:
             until=Step(_where(d["until"]["where"], f"{where}.until"), _by(d["until"].get("by", ["pid"]), where))
             if "until" in d else None,
             suppressed_by=tuple(d.get("suppressed_by", [])), levels=levels, tests=d.get("tests") or {},
-            doc=d.get("doc", ""), origin=origin, families=_families(_specs(d, kind)),
+            doc=d.get("doc", ""), origin=origin, gates=tuple(gate_of(spec) for spec in _specs(d, kind)),
         )
     except KeyError as exc:
         raise RuleError(f"{where}: missing {exc.args[0]!r}") from None

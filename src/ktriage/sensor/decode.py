@@ -52,6 +52,8 @@ def _addr(af: int, raw: bytes) -> str | None:
 
 def _ld_env(raw: bytes) -> str | None:
     """Only the dynamic loader's variables are kept from an environment."""
+    if b"LD_" not in raw:
+        return None
     found = dict(v.split("=", 1) for v in (_text(x) for x in raw.split(b"\0") if x.startswith(b"LD_")) if "=" in v)
     return json.dumps(found) if found else None
 
@@ -69,6 +71,7 @@ class Decoder:
         self.created_bit = created_bit
         self.errors = 0
         self.records: Counter[str] = Counter()  # decoded records per family
+        self._comms: dict[bytes, str] = {}
         self._builders: dict[str, Callable[[dict[str, Any], dict[str, bytes], Event], list[Event]]] = {
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "thread": self._thread,
             "image": self._image, "file": self._file, "net": self._net,
@@ -114,13 +117,22 @@ class Decoder:
         return out
 
     def _common(self, layout: Layout, rec: dict[str, Any]) -> Event:
-        trunc = [name for i, name in enumerate(layout.strings) if rec["trunc"] >> i & 1]
+        flags = rec["trunc"]
+        trunc = ",".join(name for i, name in enumerate(layout.strings) if flags >> i & 1) if flags else None
         return {
             "family": layout.family, "ts": rec["ts"] + self.clock_offset, "host": self.host, "source": self.source,
             "seq": rec["seq"], "pid": rec["pid"], "tid": rec["tid"], "ppid": rec["ppid"], "uid": rec["uid"],
-            "comm": _text(rec["comm"].split(b"\0", 1)[0]), "mntns": rec["mntns"],
-            "truncated": ",".join(trunc) or None,
+            "comm": self._comm(rec["comm"]), "mntns": rec["mntns"],
+            "truncated": trunc or None,
         }
+
+    def _comm(self, raw: bytes) -> str:
+        comm = self._comms.get(raw)
+        if comm is None:
+            if len(self._comms) >= 4096:  # bounded: task names are few, but anyone can set one
+                self._comms.clear()
+            comm = self._comms[raw] = _text(raw.split(b"\0", 1)[0])
+        return comm
 
     def enrich(self, ev: Event) -> Event:
         ev["image"] = self.procs.image(ev["pid"])

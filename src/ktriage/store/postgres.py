@@ -87,7 +87,7 @@ class PostgresStore:
         by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for ev in events:
             cols = self._columns[ev["family"]]
-            by_table[ev["family"]].append(fit_int64(tuple(ev.get(c) for c in cols)))
+            by_table[ev["family"]].append(fit_int64(tuple(map(ev.get, cols))))
         written = 0
         with self.db.transaction():
             for table, rows in by_table.items():
