@@ -5,11 +5,13 @@ target, pass or fail, appended to bench/RESULTS.md (date, machine, commit).
    CPU of the sensor — ktriage (the recorder process, all threads, plus the run
    time of its BPF programs from kernel.bpf_stats_enabled), auditd with execve
    rules (auditd plus the kauditd thread), or none — as % of one CPU.
-2. Syscall-heavy workload (bench/workload.c) with full capture / without.
+2. Syscall-heavy workload (bench/workload.c: open/close, fork+exec,
+   mmap/mprotect, loopback connect) with full capture / without.
 3. Throughput and drops: paced open() sources at 100 k, 500 k and 1 M/s
    offered (the rate reached is reported: the machine caps it), pid-targeted
    recording; decoded events/s, kernel losses, and sent − received = lost.
-4. Detection latency p50/p99 (bench/detection_latency.py).
+4. Detection latency p50/p99 (bench/detection_latency.py): a detection completed
+   by a memory record, and one completed by an exec record.
 5. Windows ingest rate vs the raw evtx parse rate (bench/windows_ingest.py).
 """
 
@@ -124,29 +126,51 @@ def throughput(exe: Path, rate: float, seconds: float, tmp: str) -> dict:
             "decoded_per_s": round(received / wall)}
 
 
-def table(results: dict) -> list[tuple[str, str, str, str]]:
+# published anchors on a 2-vCPU VM (exec/s -> CPU %): the issue's targets, and auditd's
+TARGET_CPU = {100: 1.5, 1600: 8.0}
+AUDITD_ANCHOR = {100: 1.4, 1600: 8.5}
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "FAIL"
+
+
+def storm_rows(storm: list[dict]) -> list[tuple[str, str, str, str]]:
     rows = []
-    for s in results["storm"]:
-        if s["mode"] == "ktriage":
-            target = {100: 1.5, 1600: 8.0}.get(int(s["rate"]))
-            rows.append((f"exec storm {int(s['rate'])}/s: ktriage CPU %", f"{s['cpu_pct']:.2f}",
-                         f"<= {target}" if target else "-", "-" if target is None else
-                         ("pass" if s["cpu_pct"] <= target else "FAIL")))
-        elif s["mode"] == "auditd":
-            rows.append((f"exec storm {int(s['rate'])}/s: auditd CPU %", f"{s['cpu_pct']:.2f}", "anchor", "-"))
+    cpu = {(s["mode"], int(s["rate"])): s["cpu_pct"] for s in storm}
+    for rate in sorted({int(s["rate"]) for s in storm}):
+        ours, audit = cpu[("ktriage", rate)], cpu[("auditd", rate)]
+        target = TARGET_CPU.get(rate)
+        rows.append((f"exec storm {rate}/s: ktriage CPU %", f"{ours:.2f}", f"<= {target}" if target else "-",
+                     _verdict(ours <= target) if target else "-"))
+        rows.append((f"exec storm {rate}/s: auditd CPU % (same run)", f"{audit:.2f}", "baseline", "-"))
+        if rate in AUDITD_ANCHOR:  # the targets relative to auditd, as the anchors put them
+            limit = TARGET_CPU[rate] / AUDITD_ANCHOR[rate]
+            rows.append((f"exec storm {rate}/s: ktriage / auditd", f"{ours / audit:.2f}", f"<= {limit:.2f}",
+                         _verdict(ours / audit <= limit)))
+    return rows
+
+
+def table(results: dict) -> list[tuple[str, str, str, str]]:
+    rows = storm_rows(results["storm"])
     slow = results["slowdown"]
-    rows.append(("syscall workload slowdown (total)", f"{slow['total_ratio']:.3f}", "<= 1.03",
-                 "pass" if slow["total_ratio"] <= 1.03 else "FAIL"))
+    for phase, p in slow["phases"].items():
+        rows.append((f"slowdown {phase}, full capture", f"{p['full_ratio']:.3f}", "-", "-"))
+    rows.append(("syscall workload slowdown, full capture", f"{slow['full_total_ratio']:.3f}", "<= 1.03",
+                 _verdict(slow["full_total_ratio"] <= 1.03)))
+    rows.append(("syscall workload slowdown, one pid targeted", f"{slow['targeted_idle_total_ratio']:.3f}", "-", "-"))
     zero = [t for t in results["throughput"] if t["lost"] == 0]
     best = max((t["decoded_per_s"] for t in zero), default=0)
-    rows.append(("decoded events/s with zero drops", f"{best}", ">= 100000", "pass" if best >= 100000 else "FAIL"))
+    rows.append(("decoded events/s with zero drops", f"{best}", ">= 100000", _verdict(best >= 100000)))
     exact = all(t["exact"] for t in results["throughput"])
-    rows.append(("sent - received = lost (every burst)", str(exact), "True", "pass" if exact else "FAIL"))
-    lat = results["latency"]
-    rows.append(("detection latency p99 ms", f"{lat['p99_ms']:.2f}", "<= 20", "pass" if lat["p99_ms"] <= 20 else "FAIL"))
+    rows.append(("sent - received = lost (every burst)", str(exact), "True", _verdict(exact)))
+    for lat in results["latency"]:
+        rows.append((f"detection latency p99 ms ({lat['generator']})", f"{lat['p99_ms']:.2f}", "<= 20",
+                     _verdict(lat["p99_ms"] <= 20 and lat["detections"] == lat["expected"])))
     win = results["windows"]
-    rows.append(("windows ingest records/s", f"{win['end_to_end_per_s']:.0f}", ">= 100000",
-                 "pass" if win["end_to_end_per_s"] >= 100000 else "FAIL"))
+    rows.append(("windows raw evtx parse records/s", f"{win['raw_parse_per_s']:.0f}", "baseline", "-"))
+    rows.append(("windows ingest records/s end to end", f"{win['end_to_end_per_s']:.0f}", "-", "-"))
+    rows.append(("windows ingest / raw parse", f"{win['end_to_end_per_s'] / win['raw_parse_per_s']:.2f}", "-", "-"))
     return rows
 
 
@@ -179,13 +203,9 @@ def main() -> int:
             results["storm"] = [storm(storm_exe, mode, rate, args.storm_seconds, tmp)
                                 for rate in (100, 400, 1600) for mode in ("none", "ktriage", "auditd")]
             results["slowdown"] = sensor_overhead.slowdown(args.rounds, 1)
-            phases = results["slowdown"]["phases"]
-            base = sum(p["baseline_ns"] * n for p, n in zip(phases.values(), (200000, 2000, 20000)))
-            full = sum(p["baseline_ns"] * p["full_ratio"] * n for p, n in zip(phases.values(), (200000, 2000, 20000)))
-            results["slowdown"]["total_ratio"] = full / base
             results["throughput"] = [throughput(opener, rate, args.burst_seconds, tmp)
                                      for rate in (100_000, 500_000, 1_000_000)]
-        results["latency"] = detection_latency.measure(200)
+        results["latency"] = [detection_latency.measure(200, g) for g in detection_latency.GENERATORS]
         files = sorted(windows_ingest.DATA.rglob("*.evtx"))
         results["windows"] = {"raw_parse_per_s": windows_ingest.raw_rate(files)[1],
                               "end_to_end_per_s": windows_ingest.ingest_rate(files)[2]}

@@ -2,8 +2,8 @@
 
 Run as root from the repository:  sudo .venv/bin/python bench/sensor_overhead.py
 
-1. Slowdown: bench/workload.c (open/close for write, fork+exec, loopback TCP
-   connect) runs ROUNDS times in each of three configurations, interleaved:
+1. Slowdown: bench/workload.c (open/close for write, fork+exec,
+   mmap/mprotect/munmap, loopback TCP connect) runs ROUNDS times in each of three configurations, interleaved:
    no sensor, `ktriage record` of the whole host (every family), and
    `ktriage record --pid` of an idle process (targeting: the workload's
    events are filtered out in the kernel). Median ns/iteration per phase are
@@ -39,10 +39,11 @@ def compile_workload() -> Path:
     return exe
 
 
-def run_workload(exe: Path, scale: int, tmp: str) -> dict[str, float]:
+def run_workload(exe: Path, scale: int, tmp: str) -> dict[str, tuple[int, float]]:
+    """phase -> (iterations, ns per iteration)"""
     out = subprocess.run([str(exe), os.path.join(tmp, "wl.tmp"), str(scale)], capture_output=True, text=True,
                          check=True).stdout
-    return {line.split()[0]: float(line.split()[2]) for line in out.splitlines()}
+    return {phase: (int(n), float(ns)) for phase, n, ns in (line.split() for line in out.splitlines())}
 
 
 def start_recorder(db: str, *args: str) -> subprocess.Popen:
@@ -61,7 +62,7 @@ def stop_recorder(proc: subprocess.Popen) -> str:
     return rest
 
 
-def _measure(exe: Path, scale: int, tmp: str, db: str | None, *args: str) -> tuple[dict[str, float], float]:
+def _measure(exe: Path, scale: int, tmp: str, db: str | None, *args: str) -> tuple[dict[str, tuple[int, float]], float]:
     rec = start_recorder(db, *args) if db else None
     t0 = time.monotonic()
     result = run_workload(exe, scale, tmp)
@@ -74,6 +75,7 @@ def _measure(exe: Path, scale: int, tmp: str, db: str | None, *args: str) -> tup
 def slowdown(rounds: int, scale: int) -> dict:
     exe = compile_workload()
     runs: dict[str, dict[str, list[float]]] = {"baseline": {}, "full": {}, "targeted_idle": {}}
+    iterations: dict[str, int] = {}
     busy = 0.0
     idle = subprocess.Popen(["sleep", "3600"])
     with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
@@ -83,17 +85,25 @@ def slowdown(rounds: int, scale: int) -> dict:
                                    ("targeted_idle", idle_db, ("--pid", str(idle.pid)))):
                 result, seconds = _measure(exe, scale, tmp, db, *args)
                 busy += seconds if mode == "full" else 0
-                for phase, ns in result.items():
+                for phase, (n, ns) in result.items():
+                    iterations[phase] = n
                     runs[mode].setdefault(phase, []).append(ns)
         con = sqlite3.connect(full_db)
         events = con.execute("SELECT sum(value) FROM stats WHERE stage='decode' AND counter='received'").fetchone()[0]
         lost = con.execute("SELECT sum(value) FROM stats WHERE stage='bpf' AND counter='lost'").fetchone()[0]
     idle.kill()
     base = {p: statistics.median(v) for p, v in runs["baseline"].items()}
-    phases = {p: {"baseline_ns": base[p],
+    phases = {p: {"iterations": iterations[p], "baseline_ns": base[p],
                   **{f"{m}_ratio": statistics.median(runs[m][p]) / base[p] for m in ("full", "targeted_idle")}}
               for p in base}
-    return {"phases": phases, "events": events, "lost": lost, "events_per_s_during_workload": events / busy}
+    return {"phases": phases, "events": events, "lost": lost, "events_per_s_during_workload": events / busy,
+            **{f"{m}_total_ratio": _total(phases, m) for m in ("full", "targeted_idle")}}
+
+
+def _total(phases: dict[str, dict], mode: str) -> float:
+    """The whole workload's runtime ratio: phases weighted by their baseline time."""
+    base = sum(p["baseline_ns"] * p["iterations"] for p in phases.values())
+    return sum(p["baseline_ns"] * p["iterations"] * p[f"{mode}_ratio"] for p in phases.values()) / base
 
 
 def pipeline(count: int) -> dict:
@@ -156,6 +166,9 @@ def main() -> int:
     for phase, r in result["slowdown"]["phases"].items():
         print(f"{phase:<12} baseline {r['baseline_ns']:>12.0f} ns  full capture x{r['full_ratio']:.3f}  "
               f"targeted idle pid x{r['targeted_idle_ratio']:.3f}", file=sys.stderr)
+    s = result["slowdown"]
+    print(f"whole workload: full capture x{s['full_total_ratio']:.3f}, targeted idle pid "
+          f"x{s['targeted_idle_total_ratio']:.3f}", file=sys.stderr)
     p = result["pipeline"]
     print(f"pipeline: {p['events_per_s']:.0f} events/s decoded+stored "
           f"(decode alone {p['decode_only_per_s']:.0f}/s, store alone {p['store_only_per_s']:.0f}/s), "

@@ -1,11 +1,13 @@
 /* Syscall-heavy workload for the sensor benchmark: open/close for write,
- * fork+exec of /bin/true, TCP connect on loopback. Prints one line per phase:
+ * fork+exec of /bin/true, mmap/mprotect/munmap of anonymous memory (an
+ * allocator's guard page: nothing becomes executable), TCP connect on loopback. Prints one line per phase:
  * "<phase> <iterations> <ns per iteration>". */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +52,17 @@ static void fork_exec(long n)
 	report("fork_exec", n, t);
 }
 
+static void mmap_mprotect(long n)
+{
+	long long t = now_ns();
+	for (long i = 0; i < n; i++) {
+		char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED || mprotect(p, 4096, PROT_NONE)) { perror("mmap"); exit(1); }
+		munmap(p, 65536);
+	}
+	report("mmap_mprotect", n, t);
+}
+
 static void connect_loop(long n)
 {
 	int srv = socket(AF_INET, SOCK_STREAM, 0);
@@ -78,6 +91,7 @@ int main(int argc, char **argv)
 	long scale = argc > 2 ? atol(argv[2]) : 1;
 	open_close(argc > 1 ? argv[1] : "/tmp/ktriage-bench.tmp", 200000 * scale);
 	fork_exec(2000 * scale);
+	mmap_mprotect(100000 * scale);
 	connect_loop(20000 * scale);
 	return 0;
 }

@@ -61,7 +61,7 @@ def _sha256(path: Path) -> str:
 class Ingester:
     def __init__(self, db: str, err: TextIO = sys.stderr) -> None:
         self.store = open_store(db)
-        self.rules = builtin_rules("windows")
+        self.engine = Engine(builtin_rules("windows"))
         self.err = err
         self.tty = err.isatty()
 
@@ -90,7 +90,7 @@ class Ingester:
             print(f"\r[{index}/{count}] {path.name[:60]:<60}", end="", file=self.err, flush=True)
         source = f"evtx:{sha[:12]}"
         events = self._events(path, source, result)
-        detections = Engine(self.rules).process_many(events)
+        detections = self.engine.fresh().process_many(events)  # each file on its own
         batch = events + detections
         for start in range(0, len(batch), BATCH):
             self.store.insert(batch[start:start + BATCH])

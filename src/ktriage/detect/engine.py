@@ -11,6 +11,7 @@ that satisfied the rule and ``evidence`` which step or mark each one was.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter, OrderedDict
@@ -63,13 +64,22 @@ class _Chain:
 class Engine:
     def __init__(self, rules: list[Rule], capacity: int = 16384) -> None:
         self.rules = sorted(rules, key=lambda r: -r.severity)  # stronger first: suppression sees them fire
+        self._index = RuleIndex(self.rules)
+        self._reset(capacity)
+
+    def fresh(self) -> Engine:
+        """An engine with the same rules and no state (cheaper than a new one: the index is shared)."""
+        other = copy.copy(self)
+        other._reset(self.capacity)
+        return other
+
+    def _reset(self, capacity: int) -> None:
         self.capacity = capacity
         self.counters: Counter[str] = Counter()
         self.seq = 0
         self._state: dict[str, _Lru] = {r.name: _Lru(capacity, self.counters) for r in self.rules}
         self._fired = _Lru(capacity, self.counters)  # (name, actor, target) -> ts
         self._kinds = {"match": self._match, "sequence": self._sequence, "marks": self._marks}
-        self._index = RuleIndex(self.rules)
 
     def process_many(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []

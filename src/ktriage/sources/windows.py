@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import ntpath
+import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import evtx
+import orjson
 
 from ktriage.sources.windows_map import BOOLEAN_FIELDS, INTEGER_FIELDS, LOGS, MAPPINGS, rights_names
 
@@ -51,6 +53,20 @@ def _int(value: Any) -> int | None:
         return int(str(value), 0)
     except ValueError:
         return None
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON at orjson's speed; what it refuses (integers beyond 64 bits, lone surrogates) goes to json."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def mapped(channel: str, event_id: int | None) -> bool:
+    """Whether records of this log and EventID become events (windows_map.MAPPINGS)."""
+    log = LOGS.get(channel.lower())
+    return log is not None and (log, event_id) in MAPPINGS
 
 
 def _clean(value: Any) -> Any:
@@ -130,7 +146,23 @@ def _event_data(event: dict[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def evtx_records(path: Path) -> Iterator[Record | RecordError]:
+# the first Channel and EventID of an evtx-rs JSON record are its System block's (it comes first)
+_CHANNEL = re.compile(r'"Channel":\s*(?:"([^"\\]*)"|null)')
+_EVENT_ID = re.compile(r'"EventID":\s*(?:\{(?:[^{}]|\{[^{}]*\})*?"#text":\s*)?(\d+)')
+
+
+def _unmapped_system(data: str) -> dict[str, Any] | None:
+    """The System fields of a record no mapping covers, read without decoding it (most records
+    of a log are such); None when it may be mapped or the peek is not sure."""
+    channel, event_id = _CHANNEL.search(data), _EVENT_ID.search(data)
+    if channel is None or event_id is None or mapped(channel.group(1) or "", int(event_id.group(1))):
+        return None
+    return {"Channel": channel.group(1), "EventID": int(event_id.group(1))}
+
+
+def evtx_records(path: Path, peek: bool = True) -> Iterator[Record | RecordError]:
+    """peek: records no mapping covers are recognised before they are decoded, and come
+    with only their Channel and EventID"""
     records = evtx.PyEvtxParser(str(path)).records_json()
     position = 0
     while True:
@@ -142,8 +174,12 @@ def evtx_records(path: Path) -> Iterator[Record | RecordError]:
             yield RecordError(f"{path} after record {position}", str(exc))
             continue
         position = rec["event_record_id"]
+        unmapped = _unmapped_system(rec["data"]) if peek else None
+        if unmapped is not None:
+            yield position, unmapped, {}
+            continue
         try:
-            event = json.loads(rec["data"]).get("Event") or {}
+            event = _loads(rec["data"]).get("Event") or {}
             yield position, _system(event.get("System") or {}), _event_data(event)
         except (ValueError, AttributeError, TypeError) as exc:  # a record whose structure is not an event's
             yield RecordError(f"{path} record {position}", f"malformed record: {exc}")
@@ -183,7 +219,7 @@ def _json_lines(stream: BinaryIO, where: str) -> Iterator[Record | RecordError]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except json.JSONDecodeError as exc:
             yield RecordError(f"{where}:{n}", f"not JSON: {exc.msg}")
             continue

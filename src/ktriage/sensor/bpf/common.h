@@ -157,7 +157,8 @@ static __always_inline struct kt_header *begin(__u16 kind, __u32 fixed)
 
 #define BEGIN(type, kind) ((struct type *)begin(kind, sizeof(struct type)))
 
-static __always_inline void emit(void *rec, __u32 family)
+/* urgent: this record alone may complete a detection (a fileless exec), whatever its family */
+static __always_inline void emit_record(void *rec, __u32 family, bool urgent)
 {
 	struct kt_header *h = rec;
 	__u32 zero = 0;
@@ -167,7 +168,7 @@ static __always_inline void emit(void *rec, __u32 family)
 	/* waking the consumer for every record costs it a wakeup and a Python round trip per
 	 * event: bulk families wait for its timer, or for data to pile up; the families that
 	 * complete detections wake it at once */
-	bool wake = !c || (c->wake_mask >> family & 1) ||
+	bool wake = urgent || !c || (c->wake_mask >> family & 1) ||
 		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= c->wakeup_bytes;
 	__u64 flags = wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
@@ -176,6 +177,11 @@ static __always_inline void emit(void *rec, __u32 family)
 		st->sent[family]++;
 	if (bpf_ringbuf_output(&events, rec, h->size & BUF_MASK, flags) && st && family < KT_NFAM)
 		st->lost[family]++;
+}
+
+static __always_inline void emit(void *rec, __u32 family)
+{
+	emit_record(rec, family, false);
 }
 
 /* Each append returns the new end of the record; a string that cannot start

@@ -83,7 +83,7 @@ static __always_inline int do_exec(struct task_struct *p, pid_t old_pid, struct 
 	if (env_end > env_start)
 		off = put_user_bytes((void *)r, off, (void *)env_start, env_end - env_start, 4, &r->env_len);
 	r->size = off;
-	emit(r, KT_FAM_PROCESS);
+	emit_record(r, KT_FAM_PROCESS, r->exe_nlink == 0); /* memfd or deleted file: FILELESS_EXECUTION */
 	return 0;
 }
 
