@@ -189,7 +189,7 @@ def record(results: dict, rows: list[tuple[str, str, str, str]]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--storm-seconds", type=float, default=30)
-    ap.add_argument("--burst-seconds", type=float, default=3)
+    ap.add_argument("--burst-seconds", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if os.geteuid() != 0:

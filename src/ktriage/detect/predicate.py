@@ -54,14 +54,17 @@ def _op(field: str, op: str, arg: Any) -> Predicate:
     _check_arg(field, op, arg)
     get = lambda ev: ev.get(field)  # noqa: E731
     if op == "eq":
-        return lambda ev: get(ev) == arg
+        return lambda ev: ev.get(field) == arg
     if op == "ne":
-        return lambda ev: get(ev) != arg
+        return lambda ev: ev.get(field) != arg
     if op in ("in", "not_in"):
         values = frozenset(_as_tuple(arg))
-        return (lambda ev: get(ev) in values) if op == "in" else (lambda ev: get(ev) not in values)
+        return _member(field, values) if op == "in" else (lambda ev: ev.get(field) not in values)
     if op == "contains":
         needles = _as_tuple(arg)
+        if len(needles) == 1:
+            needle = needles[0]
+            return lambda ev: needle in _text(ev, field)
         return lambda ev: any(n in _text(ev, field) for n in needles)
     if op == "startswith":
         prefixes = _as_tuple(arg)
@@ -94,6 +97,15 @@ def _op(field: str, op: str, arg: Any) -> Predicate:
     raise PredicateError(f"unknown operator {op!r} on field {field!r}")
 
 
+def _member(field: str, values: frozenset[Any]) -> Predicate:
+    def member(ev: Event) -> bool:
+        try:
+            return ev.get(field) in values
+        except TypeError:  # an unhashable value (a list) is none of them
+            return False
+    return member
+
+
 def _op_ignoring_case(field: str, op: str, arg: Any) -> Predicate:
     needles = tuple(a.lower() for a in _as_tuple(arg))
     low = lambda ev: _text(ev, field).lower()  # noqa: E731
@@ -107,10 +119,43 @@ def _op_ignoring_case(field: str, op: str, arg: Any) -> Predicate:
     return lambda ev: low(ev).replace("\\", "/").rsplit("/", 1)[-1] in names
 
 
+def _all(tests: list[Predicate]) -> Predicate:
+    """Every test holds (closures without a generator per call: rules run on every event)."""
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda ev: a(ev) and b(ev)
+    if len(tests) == 3:
+        a, b, c = tests
+        return lambda ev: a(ev) and b(ev) and c(ev)
+
+    def every(ev: Event) -> bool:
+        for test in tests:
+            if not test(ev):
+                return False
+        return True
+    return every
+
+
+def _any(tests: list[Predicate]) -> Predicate:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda ev: a(ev) or b(ev)
+
+    def some(ev: Event) -> bool:
+        for test in tests:
+            if test(ev):
+                return True
+        return False
+    return some
+
+
 def _field(field: str, spec: Any) -> Predicate:
     if isinstance(spec, dict):
-        tests = [_op(field, op, arg) for op, arg in spec.items()]
-        return tests[0] if len(tests) == 1 else (lambda ev: all(t(ev) for t in tests))
+        return _all([_op(field, op, arg) for op, arg in spec.items()])
     if isinstance(spec, list):
         return _op(field, "in", spec)
     return _op(field, "eq", spec)
@@ -124,13 +169,10 @@ def compile_where(spec: dict[str, Any]) -> Predicate:
     for key, value in spec.items():
         if key in ("any", "all"):
             subs = [compile_where(v) for v in _as_tuple(value)]
-            tests.append((lambda ev, s=subs: any(p(ev) for p in s)) if key == "any"
-                         else (lambda ev, s=subs: all(p(ev) for p in s)))
+            tests.append(_any(subs) if key == "any" else _all(subs))
         elif key == "not":
             inner = compile_where(value)
             tests.append(lambda ev, p=inner: not p(ev))
         else:
             tests.append(_field(key, value))
-    if len(tests) == 1:
-        return tests[0]
-    return lambda ev: all(t(ev) for t in tests)
+    return _all(tests)

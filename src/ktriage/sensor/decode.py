@@ -16,6 +16,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ktriage.sensor import decode_security
@@ -50,12 +51,37 @@ def _addr(af: int, raw: bytes) -> str | None:
     return None
 
 
+def _path(raw: bytes) -> str:
+    """An absolute path without . or .. components or doubled slashes (a user's string may have them)."""
+    path = _text(raw)
+    if path.startswith("/") and "/." not in path and "//" not in path and not path.endswith("/"):
+        return path  # already what normpath would give
+    return os.path.normpath(path)
+
+
 def _ld_env(raw: bytes) -> str | None:
     """Only the dynamic loader's variables are kept from an environment."""
     if b"LD_" not in raw:
         return None
     found = dict(v.split("=", 1) for v in (_text(x) for x in raw.split(b"\0") if x.startswith(b"LD_")) if "=" in v)
     return json.dumps(found) if found else None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What decoding one record kind needs, looked up once per record."""
+
+    layout: Layout
+    names: tuple[str, ...]
+    unpack: Callable[[bytes], tuple[Any, ...]]
+    size: int
+    strings: tuple[tuple[str, str], ...]  # (string, its length field)
+    build: Callable[[dict[str, Any], dict[str, bytes], Event], list[Event]]
+
+    @staticmethod
+    def of(layout: Layout, build: Callable[[dict[str, Any], dict[str, bytes], Event], list[Event]]) -> _Plan:
+        return _Plan(layout, layout.field_names(), layout.struct.unpack_from, layout.size,
+                     tuple((name, f"{name}_len") for name in layout.strings), build)
 
 
 class Decoder:
@@ -78,6 +104,7 @@ class Decoder:
         }
         for name, build in decode_security.BUILDERS.items():
             self._builders[name] = lambda rec, s, ev, build=build: build(self, rec, s, ev)
+        self._plans = {kind: _Plan.of(layout, self._builders[layout.name]) for kind, layout in BY_KIND.items()}
 
     def decode_many(self, raws: list[bytes]) -> list[Event]:
         out: list[Event] = []
@@ -86,30 +113,30 @@ class Decoder:
         return out
 
     def decode(self, raw: bytes) -> list[Event]:
-        layout = BY_KIND.get(int.from_bytes(raw[_KIND], "little"))
-        if layout is None or len(raw) < layout.size:
+        plan = self._plans.get(raw[16] | raw[17] << 8)  # header: seq u64, ts u64, kind u16
+        if plan is None or len(raw) < plan.size:
             self.errors += 1
             log.debug("undecodable record: %d bytes, kind %s", len(raw), raw[_KIND].hex())
             return []
-        rec = dict(zip(layout.field_names(), layout.struct.unpack_from(raw)))
-        strings = self._strings(layout, rec, raw)
+        rec = dict(zip(plan.names, plan.unpack(raw)))
+        strings = self._strings(plan, rec, raw)
         if strings is None:
             self.errors += 1
             return []
-        self.records[layout.family] += 1
+        self.records[plan.layout.family] += 1
         try:
-            return self._builders[layout.name](rec, strings, self._common(layout, rec))
+            return plan.build(rec, strings, self._common(plan.layout, rec))
         except (KeyError, ValueError, IndexError, struct.error) as exc:
             # a record the builder cannot make sense of: counted, never fatal to the recording
             self.errors += 1
-            log.warning("cannot decode %s record (seq %d): %r", layout.name, rec["seq"], exc)
+            log.warning("cannot decode %s record (seq %d): %r", plan.layout.name, rec["seq"], exc)
             return []
 
     @staticmethod
-    def _strings(layout: Layout, rec: dict[str, Any], raw: bytes) -> dict[str, bytes] | None:
-        out, pos = {}, layout.size
-        for name in layout.strings:
-            end = pos + rec[f"{name}_len"]
+    def _strings(plan: _Plan, rec: dict[str, Any], raw: bytes) -> dict[str, bytes] | None:
+        out, pos = {}, plan.size
+        for name, len_key in plan.strings:
+            end = pos + rec[len_key]
             if end > len(raw):
                 return None
             out[name] = raw[pos:end]
@@ -180,8 +207,8 @@ class Decoder:
         op = FILE_OPS.get(rec["op"], str(rec["op"]))
         if op in ("open_write", "truncate") and self.created_bit and rec["fmode"] & self.created_bit:
             op = "create"
-        path2 = os.path.normpath(_text(s["path2"])) if s["path2"] else None
-        return [self.enrich(dict(ev, op=op, path=os.path.normpath(_text(s["path"])), path2=path2,
+        path2 = _path(s["path2"]) if s["path2"] else None
+        return [self.enrich(dict(ev, op=op, path=_path(s["path"]), path2=path2,
                                   open_flags=rec["open_flags"], mode=rec["mode"], ino=rec["ino"] or None))]
 
     def _net(self, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:

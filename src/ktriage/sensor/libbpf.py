@@ -208,18 +208,25 @@ class RingBuffer:
         self._callback = RingCallback(on_record)  # kept alive as long as the ring
         self.handle = _check_ptr(lib().ring_buffer__new(ring.fd, self._callback, None, None), "ring_buffer__new")
 
+    BACKLOG = 4096  # records: this many already there means the reader is behind, so it does not sleep
+
     def poll(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to timeout_ms for a wakeup, then take every record available (records the
-        kernel did not announce are consumed too: see emit in bpf/common.h)."""
-        ret = lib().ring_buffer__poll(self.handle, timeout_ms)
-        if ret < 0 and -ret != errno_mod.EINTR:
-            raise BpfError("ring_buffer__poll", -ret)
-        ret = lib().ring_buffer__consume(self.handle)
-        if ret < 0:
-            raise BpfError("ring_buffer__consume", -ret)
+        """Every record available; when few are, first wait up to timeout_ms for a wakeup (the
+        kernel does not announce every record: see emit_record in bpf/common.h)."""
+        self._consume()
+        if len(self.batch) < self.BACKLOG:
+            ret = lib().ring_buffer__poll(self.handle, timeout_ms)
+            if ret < 0 and -ret != errno_mod.EINTR:
+                raise BpfError("ring_buffer__poll", -ret)
+            self._consume()
         out = self.batch[:]
         self.batch.clear()
         return out
+
+    def _consume(self) -> None:
+        ret = lib().ring_buffer__consume(self.handle)
+        if ret < 0:
+            raise BpfError("ring_buffer__consume", -ret)
 
     def close(self) -> None:
         if self.handle:

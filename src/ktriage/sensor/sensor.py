@@ -28,7 +28,7 @@ _U32 = struct.Struct("<I")
 
 ALL_FAMILIES = frozenset(layouts.FAMILIES)
 # records of these families wake the consumer at once (they complete most detections);
-# the others are read on its timer (live.POLL_MS) or when the ring fills past ring_bytes / 8
+# the others are read on its timer (live.POLL_MS) or once ring_bytes / 8 are pending
 WAKE_FAMILIES = frozenset({"access", "memory", "module", "api", "signal"})
 
 

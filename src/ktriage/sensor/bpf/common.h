@@ -165,11 +165,15 @@ static __always_inline void emit_record(void *rec, __u32 family, bool urgent)
 	struct kt_stats *st = bpf_map_lookup_elem(&stats, &zero);
 
 	struct kt_config *c = cfg();
-	/* waking the consumer for every record costs it a wakeup and a Python round trip per
-	 * event: bulk families wait for its timer, or for data to pile up; the families that
-	 * complete detections wake it at once */
-	bool wake = urgent || !c || (c->wake_mask >> family & 1) ||
-		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= c->wakeup_bytes;
+	/* Waking the consumer costs a wakeup (an interrupt: dear in a VM) and a Python round trip:
+	 * bulk families do not wake it; it reads them on its timer, or when the pending data
+	 * crosses wakeup_bytes (once: while it is behind it reads on without sleeping). Records
+	 * that complete detections wake it at once. */
+	bool wake = urgent || !c || (c->wake_mask >> family & 1);
+	if (!wake) {
+		__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		wake = pending < c->wakeup_bytes && pending + h->size >= c->wakeup_bytes;
+	}
 	__u64 flags = wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
 	h->seq = __sync_fetch_and_add(&seq_counter, 1);
