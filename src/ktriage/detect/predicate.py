@@ -126,16 +126,7 @@ def _all(tests: list[Predicate]) -> Predicate:
     if len(tests) == 2:
         a, b = tests
         return lambda ev: a(ev) and b(ev)
-    if len(tests) == 3:
-        a, b, c = tests
-        return lambda ev: a(ev) and b(ev) and c(ev)
-
-    def every(ev: Event) -> bool:
-        for test in tests:
-            if not test(ev):
-                return False
-        return True
-    return every
+    return _first_decides(tests, False)
 
 
 def _any(tests: list[Predicate]) -> Predicate:
@@ -144,13 +135,17 @@ def _any(tests: list[Predicate]) -> Predicate:
     if len(tests) == 2:
         a, b = tests
         return lambda ev: a(ev) or b(ev)
+    return _first_decides(tests, True)
 
-    def some(ev: Event) -> bool:
+
+def _first_decides(tests: list[Predicate], verdict: bool) -> Predicate:
+    """The first test whose result is ``verdict`` decides; when none is, the opposite holds."""
+    def decide(ev: Event) -> bool:
         for test in tests:
-            if test(ev):
-                return True
-        return False
-    return some
+            if bool(test(ev)) is verdict:
+                return verdict
+        return not verdict
+    return decide
 
 
 def _field(field: str, spec: Any) -> Predicate:
