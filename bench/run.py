@@ -121,34 +121,11 @@ def throughput(exe: Path, rate: float, seconds: float, tmp: str) -> dict:
                                                     "WHERE family IN ('file', '')")}
     stored = con.execute("SELECT count(*) FROM file WHERE path = ?", (target,)).fetchone()[0]
     sent, lost, received = stat[("bpf", "sent")], stat[("bpf", "lost")], stat[("decode", "received")]
+    queued_out = stat[("queue", "dropped")]  # decoded, then dropped by the full queue to the store
     return {"offered_per_s": rate, "reached_per_s": round(offered / wall), "events": offered, "sent": sent,
-            "received": received, "lost": lost, "stored": stored, "exact": sent - received == lost,
-            "decoded_per_s": round(received / wall)}
-
-
-# published anchors on a 2-vCPU VM (exec/s -> CPU %): the targets, and auditd's
-TARGET_CPU = {100: 1.5, 1600: 8.0}
-AUDITD_ANCHOR = {100: 1.4, 1600: 8.5}
-
-
-def _verdict(ok: bool) -> str:
-    return "pass" if ok else "FAIL"
-
-
-def storm_rows(storm: list[dict]) -> list[tuple[str, str, str, str]]:
-    rows = []
-    cpu = {(s["mode"], int(s["rate"])): s["cpu_pct"] for s in storm}
-    for rate in sorted({int(s["rate"]) for s in storm}):
-        ours, audit = cpu[("ktriage", rate)], cpu[("auditd", rate)]
-        target = TARGET_CPU.get(rate)
-        rows.append((f"exec storm {rate}/s: ktriage CPU %", f"{ours:.2f}", f"<= {target}" if target else "-",
-                     _verdict(ours <= target) if target else "-"))
-        rows.append((f"exec storm {rate}/s: auditd CPU % (same run)", f"{audit:.2f}", "baseline", "-"))
-        if rate in AUDITD_ANCHOR:  # the targets relative to auditd, as the anchors put them
-            limit = TARGET_CPU[rate] / AUDITD_ANCHOR[rate]
-            rows.append((f"exec storm {rate}/s: ktriage / auditd", f"{ours / audit:.2f}", f"<= {limit:.2f}",
-                         _verdict(ours / audit <= limit)))
-    return rows
+            "received": received, "lost": lost, "queue_dropped": queued_out, "stored": stored,
+            "exact": sent - received == lost, "decoded_per_s": round(received / wall),
+            "stored_per_s": round(stored / wall)}
 
 
 def table(results: dict) -> list[tuple[str, str, str, str]]:
@@ -159,9 +136,12 @@ def table(results: dict) -> list[tuple[str, str, str, str]]:
     rows.append(("syscall workload slowdown, full capture", f"{slow['full_total_ratio']:.3f}", "<= 1.03",
                  _verdict(slow["full_total_ratio"] <= 1.03)))
     rows.append(("syscall workload slowdown, one pid targeted", f"{slow['targeted_idle_total_ratio']:.3f}", "-", "-"))
-    zero = [t for t in results["throughput"] if t["lost"] == 0]
-    best = max((t["decoded_per_s"] for t in zero), default=0)
-    rows.append(("decoded events/s with zero drops", f"{best}", ">= 100000", _verdict(best >= 100000)))
+    for t in results["throughput"]:
+        rows.append((f"burst {t['offered_per_s']}/s offered: reached, decoded, stored /s",
+                     f"{t['reached_per_s']}, {t['decoded_per_s']}, {t['stored_per_s']}", "-", "-"))
+    zero = [t for t in results["throughput"] if t["lost"] == 0 and t["queue_dropped"] == 0]
+    best = max((t["stored_per_s"] for t in zero), default=0)
+    rows.append(("events/s decoded and stored with zero drops", f"{best}", ">= 100000", _verdict(best >= 100000)))
     exact = all(t["exact"] for t in results["throughput"])
     rows.append(("sent - received = lost (every burst)", str(exact), "True", _verdict(exact)))
     for lat in results["latency"]:
