@@ -60,6 +60,15 @@ def test_mprotect_rw_to_rx_of_anonymous_memory(host_recording: Recording) -> Non
     assert r["origin_class"] == "libc"
 
 
+def test_mprotect_reports_exec_and_exec_made_writable_only(host_recording: Recording) -> None:
+    facts = generate("exec_rewrite")
+    assert host_recording.wait_rows("SELECT * FROM memory WHERE pid=? AND op='mprotect' AND addr=?",
+                                    (facts["pid"], facts["marker"]))  # everything before it is stored
+    rows = host_recording.rows("SELECT * FROM memory WHERE pid=? AND op='mprotect' AND addr=? ORDER BY seq",
+                               (facts["pid"], facts["addr"]))
+    assert [(r["old_prot"], r["prot"]) for r in rows] == [("rw-", "r-x"), ("r-x", "rw-")]
+
+
 def test_memfd_exec(host_recording: Recording) -> None:
     facts = generate("memfd_exec")
     created = host_recording.wait_rows("SELECT * FROM memory WHERE pid=? AND op='memfd_create'", (facts["pid"],))

@@ -219,6 +219,16 @@ def wx_memory(workdir: str) -> Facts:
     return {"pid": os.getpid(), "addr": addr, "length": PAGE}
 
 
+def exec_rewrite(workdir: str) -> Facts:
+    """Code patched in place: RW -> RX, RX -> RW (both reported), then RW -> R (neither exec nor
+    write: not reported); last, a second page made RX marks the end."""
+    addr, marker = _anon(PAGE, PROT_R | PROT_W), _anon(PAGE, PROT_R | PROT_W)
+    for prot in (PROT_R | PROT_X, PROT_R | PROT_W, PROT_R):
+        _check(libc.mprotect(addr, PAGE, prot), "mprotect")
+    _check(libc.mprotect(marker, PAGE, PROT_R | PROT_X), "mprotect marker")
+    return {"pid": os.getpid(), "addr": addr, "marker": marker}
+
+
 def _shellcode(target: int) -> bytes:
     """x86-64: mprotect(target, 4096, PROT_READ|PROT_EXEC) with a raw syscall instruction; ret."""
     return (b"\x48\xbf" + target.to_bytes(8, "little")  # mov rdi, target
@@ -395,5 +405,6 @@ def tamper(workdir: str) -> Facts:
 GENERATORS = {"stack_pivot": stack_pivot, "thread_hijack": thread_hijack, "hollow_child": hollow_child, "deleted_exec": deleted_exec,
               "preload": preload, "persistence": persistence, "escalate": escalate, "tamper": tamper,
               "ptrace_inject": ptrace_inject, "vm_writev": vm_writev, "proc_mem": proc_mem, "wx_memory": wx_memory,
+              "exec_rewrite": exec_rewrite,
               "direct_syscall": direct_syscall, "memfd_exec": memfd_exec, "finit_module": finit_module,
               "setuid": setuid, "signals": signals, "bpf_load": bpf_load}

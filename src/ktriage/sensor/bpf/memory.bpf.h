@@ -77,7 +77,8 @@ int sys_enter_mprotect(struct trace_event_raw_sys_enter *ctx)
 	struct vma_info v = {};
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (!wanted_current(KT_FAM_MEMORY))
+	/* neither exec nor write requested: nothing to report, so no vma lookup (RELRO, guard pages) */
+	if (!(p.prot & (PROT_EXEC | PROT_WRITE)) || !wanted_current(KT_FAM_MEMORY))
 		return 0;
 	if (bpf_find_vma(bpf_get_current_task_btf(), p.addr, vma_cb, &v, 0) == 0) {
 		p.old = v.flags & 7;
