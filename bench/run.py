@@ -7,9 +7,10 @@ target, pass or fail, appended to bench/RESULTS.md (date, machine, commit).
    rules (auditd plus the kauditd thread), or none — as % of one CPU.
 2. Syscall-heavy workload (bench/workload.c: open/close, fork+exec,
    mmap/mprotect, loopback connect) with full capture / without.
-3. Throughput and drops: paced open() sources at 100 k, 500 k and 1 M/s
-   offered (the rate reached is reported: the machine caps it), pid-targeted
-   recording; decoded events/s, kernel losses, and sent − received = lost.
+3. Throughput and drops: paced open() sources at 25 k, 50 k, 100 k, 500 k and
+   1 M/s offered (the rate reached is reported: the machine caps it),
+   pid-targeted recording; decoded and stored events/s, kernel and queue drops,
+   and sent − received = lost.
 4. Detection latency p50/p99 (bench/detection_latency.py): a detection completed
    by a memory record, and one completed by an exec record.
 5. Windows ingest rate vs the raw evtx parse rate (bench/windows_ingest.py).
@@ -21,12 +22,13 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +39,7 @@ import sensor_overhead  # noqa: E402
 import windows_ingest  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-AUDIT_RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-S", "execveat", "-k", "ktriage-bench"]
+AUDIT_RULE = ["always,exit", "-F", "arch=b64", "-S", "execve", "-S", "execveat", "-k", "ktriage-bench"]
 
 
 def compile_c(name: str) -> Path:
@@ -62,42 +64,59 @@ def start_recorder(db: str, *args: str) -> subprocess.Popen:
     return sensor_overhead.start_recorder(db, *args)
 
 
-def storm(exe: Path, mode: str, rate: float, seconds: float, tmp: str) -> dict:
-    """Sensor CPU % (of one CPU) while the storm runs."""
-    pids: list[int] = []
-    stop = None
-    if mode == "ktriage":
-        before_progs = set(bpf_programs())
-        rec = start_recorder(os.path.join(tmp, f"storm-{rate}.db"))
-        pids, stop = [rec.pid], lambda: sensor_overhead.stop_recorder(rec)
-        ours = set(bpf_programs()) - before_progs
-    elif mode == "auditd":
-        daemon = subprocess.Popen(["auditd", "-n", "-s", "disable"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+@contextmanager
+def auditd() -> Iterator[list[int]]:
+    """auditd with the execve rule: its pids and kauditd's. The rule and the enabled flag are put back
+    as they were, also when the run fails."""
+    running = subprocess.run(["pgrep", "-x", "auditd"], check=False, capture_output=True, text=True).stdout.split()
+    if running:
+        raise SystemExit(f"bench/run: auditd already runs (pid {', '.join(running)}); stop it for the bench")
+    status = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=True).stdout.split()
+    was_enabled = status[status.index("enabled") + 1]
+    subprocess.run(["auditctl", "-d", *AUDIT_RULE], check=False, capture_output=True)  # left by an interrupted run
+    daemon = subprocess.Popen(["auditd", "-n", "-s", "disable"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
         time.sleep(1)
         subprocess.run(["auditctl", "-e", "1"], check=True, capture_output=True)
-        subprocess.run(["auditctl", *AUDIT_RULE], check=True, capture_output=True)
-        kauditd = subprocess.run(["pgrep", "-x", "kauditd"], capture_output=True, text=True).stdout.split()
-        pids = [daemon.pid, *map(int, kauditd)]
+        subprocess.run(["auditctl", "-a", *AUDIT_RULE], check=True, capture_output=True)
+        kauditd = subprocess.run(["pgrep", "-x", "kauditd"], check=False, capture_output=True, text=True).stdout.split()
+        yield [daemon.pid, *map(int, kauditd)]
+    finally:
+        subprocess.run(["auditctl", "-d", *AUDIT_RULE], check=False, capture_output=True)
+        subprocess.run(["auditctl", "-e", was_enabled], check=False, capture_output=True)
+        daemon.terminate()
+        daemon.wait(timeout=30)
 
-        def stop() -> None:
-            subprocess.run(["auditctl", "-D"], capture_output=True)
-            subprocess.run(["auditctl", "-e", "0"], capture_output=True)
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-        ours = set()
+
+@contextmanager
+def sensor(mode: str, db: str) -> Iterator[tuple[list[int], set[int]]]:
+    """The sensor under test: its pids and its BPF program ids."""
+    if mode == "ktriage":
+        before = set(bpf_programs())
+        rec = start_recorder(db)
+        try:
+            yield [rec.pid], set(bpf_programs()) - before
+        finally:
+            sensor_overhead.stop_recorder(rec)
+    elif mode == "auditd":
+        with auditd() as pids:
+            yield pids, set()
     else:
-        ours = set()
-    cpu0 = sum(cpu_seconds(p) for p in pids)
-    bpf0 = {i: t for i, t in bpf_programs().items() if i in ours}
-    t0 = time.monotonic()
-    done = int(subprocess.run([str(exe), str(rate), str(seconds)], capture_output=True, text=True,
-                              check=True).stdout)
-    wall = time.monotonic() - t0
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    bpf = sum(t - bpf0.get(i, 0) for i, t in bpf_programs().items() if i in ours) / 1e9
-    if stop:
-        stop()
+        yield [], set()
+
+
+def storm(exe: Path, mode: str, rate: float, seconds: float, tmp: str) -> dict:
+    """Sensor CPU % (of one CPU) while the storm runs."""
+    with sensor(mode, os.path.join(tmp, f"storm-{rate}.db")) as (pids, ours):
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        bpf0 = {i: t for i, t in bpf_programs().items() if i in ours}
+        t0 = time.monotonic()
+        done = int(subprocess.run([str(exe), str(rate), str(seconds)], capture_output=True, text=True,
+                                  check=True).stdout)
+        wall = time.monotonic() - t0
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        bpf = sum(t - bpf0.get(i, 0) for i, t in bpf_programs().items() if i in ours) / 1e9
     return {"mode": mode, "rate": rate, "execs": done, "wall_s": round(wall, 2),
             "cpu_pct": round(100 * (cpu + bpf) / wall, 2), "user_sys_s": round(cpu, 2), "bpf_s": round(bpf, 3)}
 
