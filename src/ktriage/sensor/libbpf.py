@@ -208,17 +208,16 @@ class RingBuffer:
         self._callback = RingCallback(on_record)  # kept alive as long as the ring
         self.handle = _check_ptr(lib().ring_buffer__new(ring.fd, self._callback, None, None), "ring_buffer__new")
 
-    BACKLOG = 4096  # records: this many already there means the reader is behind, so it does not sleep
-
     def poll(self, timeout_ms: int) -> list[bytes]:
-        """Every record available; when few are, first wait up to timeout_ms for a wakeup (the
-        kernel does not announce every record: see emit_record in bpf/common.h)."""
+        """Every record available; when there is none, first wait up to timeout_ms for a wakeup (the
+        kernel does not announce every record: see emit_record in bpf/common.h). Records already
+        there are returned at once: a wakeup for them may have been spent, and waiting for the
+        next would hold a record that completes a detection until then."""
         self._consume()
-        if len(self.batch) < self.BACKLOG:
-            ret = lib().ring_buffer__poll(self.handle, timeout_ms)
+        if not self.batch:
+            ret = lib().ring_buffer__poll(self.handle, timeout_ms)  # consumes what the wakeup announced
             if ret < 0 and -ret != errno_mod.EINTR:
                 raise BpfError("ring_buffer__poll", -ret)
-            self._consume()
         out = self.batch[:]
         self.batch.clear()
         return out
