@@ -167,7 +167,7 @@ static __always_inline void emit_record(void *rec, __u32 family, bool urgent)
 	struct kt_config *c = cfg();
 	/* Waking the consumer costs a wakeup (an interrupt: dear in a VM) and a Python round trip:
 	 * bulk families do not wake it; it reads them on its timer, or when the pending data
-	 * crosses wakeup_bytes (once: while it is behind it reads on without sleeping). Records
+	 * crosses wakeup_bytes (once: a reader that finds records reads on without sleeping). Records
 	 * that complete detections wake it at once. */
 	bool wake = urgent || !c || (c->wake_mask >> family & 1);
 	if (!wake) {
