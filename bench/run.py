@@ -66,13 +66,17 @@ def start_recorder(db: str, *args: str) -> subprocess.Popen:
     return sensor_overhead.start_recorder(db, *args)
 
 
+def refuse_beside_auditd() -> None:
+    running = subprocess.run(["pgrep", "-x", "auditd"], check=False, capture_output=True, text=True).stdout.split()
+    if running:
+        raise SystemExit(f"bench/run: auditd already runs (pid {', '.join(running)}); stop it for the bench")
+
+
 @contextmanager
 def auditd() -> Iterator[list[int]]:
     """auditd with the execve rule: its pids and kauditd's. The rule and the enabled flag are put back
     as they were, also when the run fails."""
-    running = subprocess.run(["pgrep", "-x", "auditd"], check=False, capture_output=True, text=True).stdout.split()
-    if running:
-        raise SystemExit(f"bench/run: auditd already runs (pid {', '.join(running)}); stop it for the bench")
+    refuse_beside_auditd()
     status = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=True).stdout.split()
     was_enabled = status[status.index("enabled") + 1]
     subprocess.run(["auditctl", "-d", *AUDIT_RULE], check=False, capture_output=True)  # left by an interrupted run
@@ -234,6 +238,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/run needs root (sensor, auditd, BPF stats)", file=sys.stderr)
         return 2
+    refuse_beside_auditd()  # before the first storm, not a minute into the run
     subprocess.run(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"], check=True)
     storm_exe, opener = compile_c("execstorm"), compile_c("opener")
     results: dict = {}
