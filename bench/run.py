@@ -62,10 +62,6 @@ def bpf_programs() -> dict[int, int]:
     return {p["id"]: p.get("run_time_ns", 0) for p in json.loads(out)}
 
 
-def start_recorder(db: str, *args: str) -> subprocess.Popen:
-    return sensor_overhead.start_recorder(db, *args)
-
-
 def refuse_beside_auditd() -> None:
     running = subprocess.run(["pgrep", "-x", "auditd"], check=False, capture_output=True, text=True).stdout.split()
     if running:
@@ -100,7 +96,7 @@ def sensor(mode: str, db: str) -> Iterator[tuple[list[int], set[int]]]:
     """The sensor under test: its pids and its BPF program ids."""
     if mode == "ktriage":
         before = set(bpf_programs())
-        rec = start_recorder(db)
+        rec = sensor_overhead.start_recorder(db)
         try:
             yield [rec.pid], set(bpf_programs()) - before
         finally:
@@ -133,7 +129,7 @@ def throughput(exe: Path, rate: float, seconds: float, tmp: str) -> dict:
     gen = subprocess.Popen(["/bin/sh", "-c", f"read go; exec {exe} {target} {rate} {seconds}"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     db = os.path.join(tmp, f"tp-{int(rate)}.db")
-    rec = start_recorder(db, "--pid", str(gen.pid), "--streams", "file,process")
+    rec = sensor_overhead.start_recorder(db, "--pid", str(gen.pid), "--streams", "file,process")
     t0 = time.monotonic()
     gen.stdin.write("go\n")
     gen.stdin.flush()
