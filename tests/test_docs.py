@@ -3,6 +3,9 @@ every family in the architecture document, and the README's two commands exist."
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 from ktriage.detect.rules import builtin_rules
@@ -27,7 +30,21 @@ def test_architecture_names_every_family_and_source_file() -> None:
 
 def test_readme_has_the_two_setup_commands_ci_uses() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "sudo scripts/setup && sudo .venv/bin/ktriage record --db ktriage.db" in readme
-    assert "sudo scripts/test" in readme
+    assert "\n    scripts/setup && scripts/ktriage record --db ktriage.db\n" in readme
+    assert "\n    scripts/test\n" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/setup" in ci and "scripts/test" in ci
+
+
+def test_readme_commands_run_as_root_and_ask_sudo_otherwise(root: None) -> None:
+    ran = subprocess.run([str(ROOT / "scripts" / "ktriage"), "--version"], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.startswith("ktriage "), ran.stderr
+    tools = Path(tempfile.mkdtemp(prefix="ktriage-nosudo-"))  # what the scripts use, and no sudo
+    tools.chmod(0o755)  # reachable by the unprivileged user
+    for tool in ("bash", "id", "basename", "dirname"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    refused = subprocess.run([shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "/bin/bash", str(ROOT / "scripts" / "ktriage"), "--version"],
+                             capture_output=True, text=True, env={"PATH": str(tools)})
+    shutil.rmtree(tools)
+    assert refused.returncode == 1 and "needs root, and there is no sudo here" in refused.stderr, refused.stderr

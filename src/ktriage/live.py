@@ -25,7 +25,7 @@ from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit
 
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise SetupError(f"{what} needs root (BPF programs): run it with sudo")
+        raise SetupError(f"{what} needs root (BPF programs): run it as root (or with sudo)")
 
 
 def check_pids(pids: list[int]) -> dict[int, int]:

@@ -16,11 +16,11 @@ from typing import TextIO
 
 from ktriage import __version__
 from ktriage.bus import Bus
-from ktriage.errors import SetupError
+from ktriage.errors import StoreError
 from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
-from ktriage.store.access import Store, open_store
+from ktriage.store.access import DB_ERRORS, Store, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
@@ -75,7 +75,8 @@ class Recorder:
         try:
             with stop_on_signals() as stop:
                 self._loop(source, bus, writer, stop)
-            bus.publish(source.poll(0))  # what the kernel already sent
+            source.sensor.detach()
+            bus.publish(source.poll(0))  # every record the kernel sent
         finally:
             bus.close()
             writer.join()
@@ -126,19 +127,31 @@ class Recorder:
         rows += [("decode", f, "events", source.counts[f]) for f in layouts.FAMILIES]
         if source.engine is not None:
             rows += [("detect", "", name, value) for name, value in sorted(source.engine.counters.items())]
+        rows.append(("detect", "", "delivered", source.counts["detection"]))  # the engine's and integrity's
         rows += [("decode", "", "errors", decoder.errors), ("decode", "", "own", source.own_events),
                  ("queue", "", "dropped", dropped),
                  ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
         if forwarder:
             rows += forwarder.counters() + [("queue", "forward", "dropped", bus.subscriptions[1].dropped)]
-        if writer.error is None:
-            store.end_run(run_id, rows)
+        stats_error = self._end_run(store, run_id, rows)
         self._print_summary(sent, lost, source, dropped, writer)
         if forwarder:
             print("forwarded " + ", ".join(f"{c} {v}" for _s, _f, c, v in forwarder.counters()), file=self.err)
+        if stats_error:
+            print(f"ktriage: the run's counters were not stored ({stats_error}): the lines above are their only "
+                  "record", file=self.err)
         if writer.error is not None:
-            raise SetupError(f"storing stopped: {writer.error}")
+            raise StoreError(f"storing stopped: {writer.error}; {writer.failed} events after it were not stored")
         return 0
+
+    @staticmethod
+    def _end_run(store: Store, run_id: int, rows: list[tuple[str, str, str, int]]) -> str | None:
+        """Store the run's end and counters; the reason when that is not possible (a full disk)."""
+        try:
+            store.end_run(run_id, rows)
+        except DB_ERRORS as exc:
+            return describe(exc)
+        return None
 
     def _print_summary(self, sent: dict[str, int], lost: dict[str, int], source: LiveSource, dropped: int,
                        writer: StoreWriter) -> None:

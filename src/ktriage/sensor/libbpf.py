@@ -185,10 +185,14 @@ class BpfObject:
             if lib().bpf_program__autoload(prog):
                 self.attach(name)
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Detach every program: nothing more is sent (the maps and the ring stay readable)."""
         for link in self.links.values():
             lib().bpf_link__destroy(link)
         self.links.clear()
+
+    def close(self) -> None:
+        self.detach()
         if self.handle:
             lib().bpf_object__close(self.handle)
             self.handle = 0

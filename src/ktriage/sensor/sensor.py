@@ -131,6 +131,12 @@ class Sensor:
                 lost[fam] += values[nfam + i]
         return sent, lost
 
+    def detach(self) -> None:
+        """Stop the kernel side: after this, one poll(0) reads every record that will ever come,
+        so the counters add up exactly (sent - received = lost)."""
+        if self.obj:
+            self.obj.detach()
+
     def close(self) -> None:
         if self.ring:
             self.ring.close()

@@ -18,6 +18,17 @@ DB_ERRORS = (sqlite3.Error, psycopg.Error)
 READ_TIMEOUT_MS = 30_000
 
 
+def describe(exc: BaseException) -> str:
+    """A database error in one line, naming a full disk as such (SQLite says "database or disk is
+    full"; PostgreSQL's message names neither the disk nor the server)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL":
+        return f"disk full: {first}"
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return f"disk full on the database server: {first}"
+    return first
+
+
 class Store(Protocol):
     path: Any
 

@@ -12,7 +12,8 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,22 @@ class SqliteStore:
         self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN") -> Iterator[None]:
+        """One transaction. On an error it is rolled back, unless SQLite already did (it does on
+        SQLITE_FULL and a few others): rolling back then would fail and hide the real error."""
+        self.db.execute(begin)
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     def _migrate(self) -> None:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction("BEGIN IMMEDIATE"):
             for table in schema.BOOKKEEPING:
                 db.execute(schema.bookkeeping_sql(table))
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -78,10 +91,6 @@ class SqliteStore:
                 self._migrate_table(table, cols)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(schema.SCHEMA_VERSION),))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _migrate_table(self, table: str, cols: list[tuple[str, str]]) -> None:
         self.db.execute(schema.create_table_sql(table, cols))
@@ -103,14 +112,9 @@ class SqliteStore:
             plan = plans.get(shape) or self._plan(shape)
             by_plan[plan].append(tuple(map(ev.get, plan[1])))
         written = 0
-        self.db.execute("BEGIN")
-        try:
+        with self._transaction():
             for (table, cols), rows in by_plan.items():
                 written += self._insert_rows(schema.insert_sql(table, list(cols)), rows)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return written
 
     def _plan(self, shape: tuple[str, tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
@@ -144,19 +148,17 @@ class SqliteStore:
 
     def end_run(self, run_id: int, counters: list[tuple[str, str, str, int]]) -> None:
         """counters: (stage, family, counter, value) rows."""
-        self.db.execute("BEGIN")
-        self.db.execute("UPDATE runs SET ended = ? WHERE id = ?", (time.time_ns(), run_id))
-        self.db.executemany("INSERT INTO stats (run_id, stage, family, counter, value) VALUES (?, ?, ?, ?, ?)",
-                            [(run_id, *row) for row in counters])
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.execute("UPDATE runs SET ended = ? WHERE id = ?", (time.time_ns(), run_id))
+            self.db.executemany("INSERT INTO stats (run_id, stage, family, counter, value) VALUES (?, ?, ?, ?, ?)",
+                                [(run_id, *row) for row in counters])
 
     def prune(self, before_ns: int) -> dict[str, int]:
         """Delete events older than before_ns (retention); returns rows deleted per table."""
         deleted = {}
-        self.db.execute("BEGIN")
-        for table in self._columns:
-            deleted[table] = self.db.execute(f"DELETE FROM {table} WHERE ts < ?", (before_ns,)).rowcount
-        self.db.execute("COMMIT")
+        with self._transaction():
+            for table in self._columns:
+                deleted[table] = self.db.execute(f"DELETE FROM {table} WHERE ts < ?", (before_ns,)).rowcount
         return deleted
 
     def ingested(self, sha256: str) -> bool:

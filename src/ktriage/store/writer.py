@@ -6,7 +6,7 @@ import logging
 import threading
 
 from ktriage.bus import Subscription
-from ktriage.store.access import DB_ERRORS, Store
+from ktriage.store.access import DB_ERRORS, Store, describe
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,6 @@ class StoreWriter(threading.Thread):
         try:
             self.written += self.store.insert(events)
         except DB_ERRORS as exc:
-            self.error = f"{self.store.path}: {exc}"
+            self.error = f"{self.store.path}: {describe(exc)}"
             self.failed += len(events)
             log.error("store write failed, recording stops storing: %s", self.error)

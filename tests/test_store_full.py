@@ -1,0 +1,64 @@
+"""A recording onto a disk that fills up: the error names the full disk, the
+run's counters are kept, and every event is accounted for (stored, failed or
+dropped; the kernel's sent - received = lost still holds)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Recording
+from ktriage.model.families import FAMILIES
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def small_disk(root: None, tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs) that a recording fills within seconds."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "ktriage-test", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(rec: Recording, work: Path, timeout: float = 60) -> None:
+    """Writes files (each open for writing is a file event) until the recorder gives up."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while rec.proc.poll() is None and time.monotonic() < deadline:
+        (work / f"f{n % 50}").write_text("x")
+        n += 1
+
+
+def test_disk_full_is_named_and_every_event_is_accounted_for(small_disk: Path, tmp_path: Path) -> None:
+    rec = Recording(small_disk / "rec.db")
+    _fill(rec, tmp_path)
+    rest = rec.stop()
+    stderr = "".join(rec.stderr_lines)
+    assert rec.proc.returncode == 5, stderr
+    assert "disk full" in rest and "cannot rollback" not in stderr
+    error = [line for line in rest.splitlines() if line.startswith("ktriage: error: ")]
+    assert len(error) == 1 and "storing stopped" in error[0] and "not stored" in error[0]
+    stats = {(r["stage"], r["family"], r["counter"]): r["value"]
+             for r in rec.rows("SELECT stage, family, counter, value FROM stats")}
+    assert stats, "the run's counters fit once the failed batch is rolled back: " + rest
+    assert rec.rows("SELECT ended FROM runs")[0]["ended"] is not None
+    families = {f for (stage, f, counter) in stats if stage == "bpf"}
+    for fam in families:  # the kernel side detached before the last read: nothing in flight
+        assert stats[("bpf", fam, "sent")] - stats[("decode", fam, "received")] == stats[("bpf", fam, "lost")], fam
+    delivered = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("decode", "events"))
+    delivered += stats[("detect", "", "delivered")]
+    assert stats[("store", "", "failed")] > 0
+    assert stats[("store", "", "written")] + stats[("store", "", "failed")] + stats[("queue", "", "dropped")] \
+        == delivered
+    tables = [r["name"] for r in rec.rows("SELECT name FROM sqlite_master WHERE type = 'table'") if r["name"] in FAMILIES]
+    stored = sum(rec.rows(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in tables)
+    assert stored == stats[("store", "", "written")]
