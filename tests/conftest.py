@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,8 @@ def generate(name: str, *args: str) -> dict[str, Any]:
 
 
 class Recording:
-    """A `ktriage record` child process writing to db."""
+    """A `ktriage record` child process writing to db. Its stderr is read all along (a recorder
+    that prints detections would otherwise block on a full pipe)."""
 
     def __init__(self, db: Path, *args: str) -> None:
         self.db = db
@@ -42,25 +44,32 @@ class Recording:
                                       "--summary-interval", "1", *args],
                                      stderr=subprocess.PIPE, text=True)
         self.stderr_lines: list[str] = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(90) or self.proc.poll() is not None and not self._started():
+            self.proc.kill()
+            self._reader.join(10)
+            raise AssertionError("recorder did not start:\n" + "".join(self.stderr_lines))
+        self._start_line = len(self.stderr_lines)
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
             self.stderr_lines.append(line)
             if line.startswith(READY):
-                return
-        self.proc.kill()
-        raise AssertionError("recorder did not start:\n" + "".join(self.stderr_lines) + self.proc.stderr.read())
+                self._ready.set()
+        self._ready.set()
+
+    def _started(self) -> bool:
+        return any(line.startswith(READY) for line in self.stderr_lines)
 
     def stop(self, sig: int = signal.SIGINT) -> str:
-        """Stop the recorder; returns the rest of its stderr."""
+        """Stop the recorder; returns its stderr after the ready line."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rest = self.proc.stderr.read()
         self.proc.wait(timeout=60)
-        self.stderr_lines.append(rest)
-        return rest
+        self._reader.join(10)
+        return "".join(self.stderr_lines[self._start_line:])
 
     def rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)

@@ -52,7 +52,7 @@ def test_replaying_a_recording_equals_live_detection(root: None, tmp_path) -> No
     for name in ("thread_hijack", "hollow_child", "wx_memory", "memfd_exec", "persistence"):
         generate(name)
     rec.wait_rows("SELECT 1 FROM detection WHERE name='PERSISTENCE_FILE_WRITE'", timeout=15)
-    rec.stop()
+    printed = [line for line in rec.stop().splitlines() if line.startswith("ktriage: detection: ")]
     con = sqlite3.connect(tmp_path / "live.db")
     live = sorted(con.execute("SELECT name, actor_pid, target_pid, event_ids FROM detection").fetchall(),
                   key=repr)
@@ -61,6 +61,8 @@ def test_replaying_a_recording_equals_live_detection(root: None, tmp_path) -> No
                        for r in map(json.loads, out.stdout.splitlines())), key=repr)
     assert len(live) >= 7
     assert replayed == live
+    assert len(printed) == len(live)  # each shown as it happened, on stderr
+    assert any("sev 7  PROCESS_HOLLOWING_MARK_CHAIN_STRONG" in line for line in printed), printed
     stored = ktriage("detections", "--db", str(tmp_path / "live.db"), "--format", "jsonl", "--min-severity", "7")
     assert {json.loads(x)["name"] for x in stored.stdout.splitlines()} >= {"PROCESS_HOLLOWING_MARK_CHAIN_STRONG",
                                                                           "FILELESS_EXECUTION"}

@@ -18,6 +18,7 @@ from ktriage import __version__
 from ktriage.bus import Bus
 from ktriage.errors import StoreError
 from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
+from ktriage.render.detections import alert_line
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 from ktriage.store.access import DB_ERRORS, Store, describe, open_store
@@ -76,7 +77,9 @@ class Recorder:
             with stop_on_signals() as stop:
                 self._loop(source, bus, writer, stop)
             source.sensor.detach()
-            bus.publish(source.poll(0))  # every record the kernel sent
+            last = source.poll(0)  # every record the kernel sent
+            bus.publish(last)
+            self._alerts(last)
         finally:
             bus.close()
             writer.join()
@@ -98,7 +101,9 @@ class Recorder:
         start = last = time.monotonic()
         deadline = start + self.options.duration if self.options.duration else None
         while not stop.requested and writer.error is None and writer.is_alive():
-            bus.publish(source.poll(POLL_MS))
+            events = source.poll(POLL_MS)
+            bus.publish(events)
+            self._alerts(events)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
@@ -107,6 +112,12 @@ class Recorder:
                 last = now
         if self.tty:
             print(file=self.err)
+
+    def _alerts(self, events: list[dict]) -> None:
+        """Detections as they happen, one line each (the live summary line is redrawn after them)."""
+        for det in (e for e in events if e["family"] == "detection"):
+            print(("\r\033[K" if self.tty else "") + "ktriage: detection: " + alert_line(det), file=self.err,
+                  flush=True)
 
     def _live_line(self, elapsed: float, source: LiveSource) -> None:
         _, lost = source.sensor.counters()

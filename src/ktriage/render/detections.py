@@ -23,6 +23,13 @@ def as_record(det: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def alert_line(det: dict[str, Any]) -> str:
+    """One line for a detection as it happens: time, severity, name, who did it to whom, why."""
+    actor = f"{det.get('actor_pid') or '-'} ({det.get('image') or '?'})"
+    target = f" -> {det['target_pid']} ({det.get('target_image') or '?'})" if det.get("target_pid") else ""
+    return f"{iso_time(det['ts'])}  sev {det['severity']}  {det['name']}  {actor}{target}: {det['reason']}"
+
+
 def write(out: TextIO, fmt: str, detections: list[dict[str, Any]]) -> int:
     if fmt == "jsonl":
         for det in detections:
