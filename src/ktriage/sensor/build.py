@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ktriage.errors import SetupError
 from ktriage.sensor import layouts
+from ktriage.trust import private_dir
 
 _ARCH = {"x86_64": "x86", "aarch64": "arm64"}
 LIBBPF_HEADERS = Path("/usr/include/bpf/bpf_helpers.h")
@@ -29,11 +30,14 @@ def btf_path() -> Path:
 
 
 def cache_dir() -> Path:
+    """Where compiled objects are kept: private, since what is there is loaded into the kernel."""
     if "KTRIAGE_CACHE" in os.environ:
-        return Path(os.environ["KTRIAGE_CACHE"])
-    if os.geteuid() == 0:
-        return Path("/var/cache/ktriage")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ktriage"
+        path = Path(os.environ["KTRIAGE_CACHE"])
+    elif os.geteuid() == 0:
+        path = Path("/var/cache/ktriage")
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ktriage"
+    return private_dir(path, "the BPF object cache")
 
 
 def _tool(name: str, package: str) -> str:

@@ -22,6 +22,7 @@ from ktriage.bus import Subscription
 from ktriage.errors import StoreError
 from ktriage.store.access import DB_ERRORS, Store, open_store
 from ktriage.store.postgres import redact
+from ktriage.trust import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.dir = directory
         self.max_bytes = max_bytes
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir, "the spool")  # its files are shipped as this host's events
         self.dropped = 0
 
     def files(self) -> list[Path]:
