@@ -41,7 +41,7 @@ def test_detect_cli_jsonl_contract() -> None:
 
 def test_bad_event_file_is_one_clear_line(tmp_path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"family": "process"}\nnot json\n')
+    bad.write_text('{"family": "process", "ts": 1, "seq": 1}\nnot json\n')
     out = ktriage("detect", "--events", str(bad))
     assert out.returncode != 0 and out.stderr.strip() == f"ktriage: error: {bad}:2: not a JSON line: Expecting value"
 

@@ -17,6 +17,7 @@ from typing import Any
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import Rule
 from ktriage.errors import UsageError
+from ktriage.model.check import model_fields, problem
 from ktriage.model.families import FAMILIES
 from ktriage.store.access import ReadOnly
 
@@ -46,22 +47,39 @@ def stored_events(db: ReadOnly) -> Iterator[Event]:
         names = [d[0] for d in cur.description]
         for row in cur:
             ev = dict(zip(names, row))
-            del ev["id"]
             ev["family"] = family
+            wrong = problem(ev, typed=False)
+            if wrong:  # a database is evidence too: someone else may have made it
+                raise UsageError(f"{db.name}: {family} row {ev['id']}: not an event: {wrong}")
+            del ev["id"]
             yield ev
 
 
 def jsonl_events(path: Path) -> Iterator[Event]:
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    """The events of a JSON-lines capture (stored detections are left out: replay makes its own);
+    UsageError naming the line for the first line that is not an event of the model."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{n}: not a JSON line: {exc.msg}") from None
-            if isinstance(ev, dict) and "family" in ev and ev["family"] != "detection":
-                yield ev
+            ev = _event(raw, f"{path}:{n}")
+            if ev["family"] != "detection":
+                yield model_fields(ev)
+
+
+def _event(raw: bytes, where: str) -> Event:
+    try:
+        ev = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not a JSON line: {exc.msg}") from None
+    except RecursionError:
+        raise UsageError(f"{where}: not a JSON line: nested too deep") from None
+    wrong = problem(ev)
+    if wrong:
+        raise UsageError(f"{where}: not an event: {wrong}")
+    return ev
 
 
 def replay(events: Iterable[Event], rules: list[Rule]) -> list[Event]:
