@@ -185,11 +185,14 @@ def _watch(args: argparse.Namespace) -> int:
     return Watcher(options).run()
 
 
+INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what could was stored)
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from ktriage.ingest import Ingester
 
-    Ingester(args.db).run(args.paths)
-    return 0
+    results = Ingester(args.db).run(args.paths)
+    return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
 
 
 def _prune(args: argparse.Namespace) -> int:
