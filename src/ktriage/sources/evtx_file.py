@@ -64,7 +64,7 @@ def _decoded(data: str, position: int, where: str, peek: bool, nesting: int) -> 
     if unmapped is not None:
         return position, unmapped, {}
     try:
-        system, event_data = evtx_event(decode(data, nesting))
+        system, event_data = evtx_event(decode(data, nesting, exact=False))
     except (NotJson, Malformed) as exc:  # a record whose structure is not an event's
         return RecordError(f"{where} record {position}", f"malformed record: {exc}")
     return position, system, event_data

@@ -6,7 +6,8 @@ header ("ElfFile\\0"; next record id at 24, chunk count at 42, flags at 120, a
 CRC32 of its first 120 bytes at 124), then 64 KiB chunks at 4096 + n·65536,
 each with a 512-byte header ("ElfChnk\\0"; first and last record id at 24 and
 32, free-space offset at 48, CRC32 of the record data 512..free at 52, CRC32 of
-bytes 0..120 and 128..512 at 124). The evtx parser skips all-zero chunks and a
+bytes 0..120 and 128..512 at 124); the file header's oldest and current chunk
+numbers (at 8 and 16) name the chunks in use. The evtx parser skips all-zero chunks and a
 chunk cut short without a word; :func:`audit` compares the promises with the
 record ids read and reports each shortfall with its chunk and offset.
 """
@@ -40,6 +41,15 @@ class FileHeader:
     next_record_id: int  # written lazily (flag "dirty"): a lower bound of the records written
     chunk_count: int
     head: bytes  # the first 8 bytes, for messages
+    oldest_chunk: int = 0  # the chunks in use run from the oldest to the current one, wrapping
+    current_chunk: int = 0
+
+    def in_use(self, slots: int) -> set[int]:
+        """Chunk numbers the header says hold records (a lower bound when it is stale)."""
+        first, last = self.oldest_chunk, self.current_chunk
+        if not self.magic_ok or not self.checksum_ok or max(first, last) >= slots:
+            return set()
+        return set(range(first, last + 1)) if first <= last else set(range(first, slots)) | set(range(last + 1))
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ def _file_header(block: bytes) -> FileHeader:
     if len(block) < 128:
         return FileHeader(magic_ok, False, 0, 0, block[:8])
     checksum_ok = zlib.crc32(block[:120]) == _u32(block, 124)
-    return FileHeader(magic_ok, checksum_ok, _u64(block, 24), struct.unpack_from("<H", block, 42)[0], block[:8])
+    return FileHeader(magic_ok, checksum_ok, _u64(block, 24), struct.unpack_from("<H", block, 42)[0], block[:8],
+                      _u64(block, 8), _u64(block, 16))
 
 
 def _slot(index: int, offset: int, data: bytes) -> Slot:
@@ -204,10 +215,11 @@ def _header_problems(layout: Layout, ids: list[int], chunks: list[Slot]) -> list
         return [f"no EVTX file header (it starts {header.head.hex()}, not ElfFile): its chunks were read anyway"]
     if not header.checksum_ok:
         return ["the file header fails its checksum: what it promises is not trusted"]
-    promised_last, last = header.next_record_id - 1, ids[-1] if ids else 0
-    if promised_last > last:
-        return [f"it promises records up to {promised_last} in {header.chunk_count} chunks; "
-                f"{len(chunks)} chunks are readable and the last record read is {last or 'none'}"]
+    promised_last = header.next_record_id - 1
+    covered = max([ids[-1] if ids else 0] + [s.last_id for s in chunks if s.first_id <= s.last_id])
+    if promised_last > covered:
+        return [f"it promises records up to {promised_last} in {header.chunk_count} chunks; records "
+                f"{covered + 1}-{promised_last} are in no readable chunk ({len(chunks)} chunks are readable)"]
     return []
 
 
@@ -215,8 +227,11 @@ def audit(layout: Layout, ids: list[int], reported: set[int], where: str) -> Ite
     """Every promise of the headers the records read (ids, sorted) do not meet; chunks
     the parser already reported (reported: chunk numbers) are not reported again."""
     chunks = [s for s in layout.slots if s.state == "chunk"]
+    in_use = layout.header.in_use(len(layout.slots))
     for slot in layout.slots:
-        if slot.state == "chunk":
+        if slot.state == "zero" and slot.index in in_use:
+            problems = ["all zeros, though the file header says it holds records: they are lost"]
+        elif slot.state == "chunk":
             problems = _chunk_problems(slot, ids)
         elif slot.state == "cut":
             problems = [f"the file ends {slot.length} bytes into it, inside its header: its records are lost"]

@@ -28,10 +28,24 @@ class NotJson(ValueError):
     """Text that does not decode as a JSON value within the bounds."""
 
 
-def decode(data: bytes | str, nesting: int) -> Any:
-    """One JSON value at orjson's speed; what orjson refuses (integers beyond
-    64 bits, lone surrogates, NaN, invalid UTF-8) goes to json, and its strings
-    are made encodable. Raises NotJson, also for values nested deeper than nesting."""
+_DIGITS = bytes(0x31 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))  # digits -> "1", the rest -> " "
+_LONG_NUMBER = b"1" * 19  # orjson turns integers beyond 64 bits into floats: such text goes to json
+
+
+def _long_digits(data: bytes | str) -> bool:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    return _LONG_NUMBER in data.translate(_DIGITS)
+
+
+def decode(data: bytes | str, nesting: int, exact: bool = True) -> Any:
+    """One JSON value at orjson's speed; what orjson refuses (lone surrogates, NaN,
+    invalid UTF-8) or would round (exact: integers beyond 64 bits, which it makes
+    floats) goes to json, and its strings are made encodable. Raises NotJson, also
+    for values nested deeper than nesting. The evtx parser's JSON needs no exact:
+    its numbers come from binary types of at most 64 bits."""
+    if exact and _long_digits(data):
+        return _decode_slowly(data, nesting)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -104,6 +118,8 @@ def _encodable(value: Any) -> Any:
 def _records(value: Any, where: str, n: int) -> Iterator[Record | RecordError]:
     if isinstance(value, dict):
         yield _record(value, where, n)
+    elif isinstance(value, list) and not value:
+        yield RecordError(where, "an empty list, not an object (an event)")
     elif isinstance(value, list):  # an array of records
         for i, item in enumerate(value):
             if isinstance(item, dict):
