@@ -28,14 +28,24 @@ class NotJson(ValueError):
     """Text that does not decode as a JSON value within the bounds."""
 
 
-_DIGITS = bytes(0x31 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))  # digits -> "1", the rest -> " "
-_LONG_NUMBER = b"1" * 19  # orjson turns integers beyond 64 bits into floats: such text goes to json
+# digits -> "1", brackets -> "{", the rest -> " ": one pass finds long numbers and bounds the nesting
+_SHAPE = bytes(0x31 if 0x30 <= i <= 0x39 else 0x7B if i in (0x7B, 0x5B) else 0x20 for i in range(256))
+_LONG = b"1" * 19  # orjson makes integers beyond 64 bits floats: text with such a number goes to json
+_BEFORE_NUMBER = frozenset(b":,[ \t\r\n-")
+_AFTER_NUMBER = frozenset(b",]} \t\r\n.eE")
 
 
-def _long_digits(data: bytes | str) -> bool:
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
-    return _LONG_NUMBER in data.translate(_DIGITS)
+def _long_number(data: bytes, shape: bytes) -> bool:
+    """Whether data has a number of 19 digits or more (runs inside strings, as in hashes, mostly are not)."""
+    at = shape.find(_LONG)
+    while at >= 0:
+        rest = shape[at:]
+        end = at + len(rest) - len(rest.lstrip(b"1"))
+        before = data[at - 1] if at else 0x20
+        if before in _BEFORE_NUMBER and (end == len(data) or data[end] in _AFTER_NUMBER):
+            return True
+        at = shape.find(_LONG, end)
+    return False
 
 
 def decode(data: bytes | str, nesting: int, exact: bool = True) -> Any:
@@ -44,22 +54,21 @@ def decode(data: bytes | str, nesting: int, exact: bool = True) -> Any:
     floats) goes to json, and its strings are made encodable. Raises NotJson, also
     for values nested deeper than nesting. The evtx parser's JSON needs no exact:
     its numbers come from binary types of at most 64 bits."""
-    if exact and _long_digits(data):
-        return _decode_slowly(data, nesting)
+    if exact:
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        shape = raw.translate(_SHAPE)
+        if _long_number(raw, shape):
+            return _decode_slowly(data, nesting)
+        opens = shape.count(b"{")
+    else:
+        opens = data.count(b"{") + data.count(b"[") if isinstance(data, bytes) else data.count("{") + data.count("[")
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return _decode_slowly(data, nesting)
-    if _opens(data) > nesting and _deeper_than(value, nesting):
+    if opens > nesting and _deeper_than(value, nesting):  # a value cannot nest deeper than it has brackets
         raise NotJson(f"nested deeper than {nesting} levels")
     return value
-
-
-def _opens(data: bytes | str) -> int:
-    """An upper bound of the nesting, cheaply: a value cannot nest deeper than it has brackets."""
-    if isinstance(data, bytes):
-        return data.count(b"{") + data.count(b"[")
-    return data.count("{") + data.count("[")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -116,56 +125,72 @@ def _encodable(value: Any) -> Any:
 # -- values → records -------------------------------------------------------------
 
 def _records(value: Any, where: str, n: int) -> Iterator[Record | RecordError]:
+    """The records of one decoded value on line n of where: an object, or an array of them."""
     if isinstance(value, dict):
         yield _record(value, where, n)
     elif isinstance(value, list) and not value:
-        yield RecordError(where, "an empty list, not an object (an event)")
+        yield RecordError(f"{where}:{n}", "an empty list, not an object (an event)")
     elif isinstance(value, list):  # an array of records
         for i, item in enumerate(value):
             if isinstance(item, dict):
-                yield _record(item, f"{where} item {i}", n)
+                yield _record(item, where, n, f" item {i}")
             else:
-                yield RecordError(f"{where} item {i}", f"{kind(item)}, not an object (an event)")
+                yield RecordError(f"{where}:{n} item {i}", f"{kind(item)}, not an object (an event)")
     else:
-        yield RecordError(where, f"{kind(value)}, not an object (an event)")
+        yield RecordError(f"{where}:{n}", f"{kind(value)}, not an object (an event)")
 
 
-def _record(obj: dict[str, Any], where: str, n: int) -> Record | RecordError:
+def _record(obj: dict[str, Any], where: str, n: int, item: str = "") -> Record | RecordError:
+    """where and n (its line) name the record in an error; item, its place in an array."""
     try:
         return json_record(obj, n)
     except Malformed as exc:
-        return RecordError(where, f"malformed record: {exc}")
+        return RecordError(f"{where}:{n}{item}", f"malformed record: {exc}")
 
 
 # -- lines ---------------------------------------------------------------------------
 
-def _lines(stream: BinaryIO, where: str, limits: ReadLimits, first: int = 1) -> Iterator[Record | RecordError]:
-    n = first - 1
-    bound = limits.line_bytes
+def _split_lines(stream: BinaryIO, bound: int) -> Iterator[bytes | None]:
+    """The lines of stream without their newline, read in blocks; None for a line
+    longer than bound (never held whole)."""
+    carry, too_long = b"", False
     while True:
-        line = stream.readline(bound + 1)
-        if not line:
+        block = stream.read(1 << 20)
+        if not block:
+            if too_long or carry:
+                yield None if too_long else carry
             return
+        parts = block.split(b"\n")
+        if len(parts) > 1:
+            line = carry + parts[0]
+            yield None if too_long or len(line) > bound else line
+            too_long, carry = False, parts.pop()
+            for line in parts[1:]:
+                yield line if len(line) <= bound else None
+        elif not too_long:
+            carry += block
+        if len(carry) > bound:
+            too_long, carry = True, b""
+
+
+def _lines(stream: BinaryIO, where: str, limits: ReadLimits, first: int = 1) -> Iterator[Record | RecordError]:
+    n, nesting = first - 1, limits.nesting
+    for line in _split_lines(stream, limits.line_bytes):
         n += 1
-        if len(line) > bound and not line.endswith(b"\n"):
-            _skip_line(stream, bound)
-            yield RecordError(f"{where}:{n}", f"a line longer than {bound} bytes: not read")
+        if line is None:
+            yield RecordError(f"{where}:{n}", f"a line longer than {limits.line_bytes} bytes: not read")
             continue
-        if line.isspace():
+        if not line or line.isspace():
             continue
         try:
-            value = decode(line, limits.nesting)
+            value = decode(line, nesting)
         except NotJson as exc:
             yield RecordError(f"{where}:{n}", str(exc))
             continue
-        yield from _records(value, f"{where}:{n}", n)
-
-
-def _skip_line(stream: BinaryIO, bound: int) -> None:
-    while True:
-        rest = stream.readline(bound)
-        if not rest or rest.endswith(b"\n"):
-            return
+        if type(value) is dict:
+            yield _record(value, where, n)
+        else:
+            yield from _records(value, where, n)
 
 
 # -- documents ---------------------------------------------------------------------
@@ -212,7 +237,7 @@ def _more_documents(text: str, where: str, line: int, start: int, first: tuple[A
             yield RecordError(f"{where}:{line}", f"{result}; lines {line}-{last} not read")
         else:
             value, end = result
-            yield from _records(value, f"{where}:{line}", line)
+            yield from _records(value, where, line)
         pos = _SPACE.match(text, end).end()
         if pos == len(text):
             return
