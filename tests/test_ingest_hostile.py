@@ -310,3 +310,16 @@ def test_hostile_member_names_cannot_forge_report_lines(tmp_path) -> None:
     stderr = _clean(_ingest(tmp_path, archive))
     assert "ingested 999" not in "".join(line for line in stderr.splitlines() if line.startswith("ktriage: ingested"))
     assert "\x1b" not in stderr and "x\\nktriage: ingested 999 files" in stderr
+
+
+def test_system_fields_of_the_wrong_type_are_located_errors(tmp_path) -> None:
+    lines = [_line(Channel={"x": 1}), _line(EventID=[1]), _line(EventID=True), '{"winlog": {"channel": 5}}',
+             json.dumps({"Event": {"System": {"EventID": {"#text": {"deep": 1}}, "Channel": SYSMON}}}),
+             _line(**{"@timestamp": {"t": 1}}), _line()]
+    path = tmp_path / "system.json"
+    path.write_text("\n".join(lines) + "\n")
+    out = _ingest(tmp_path, path)
+    stderr = _clean(out)
+    assert out.returncode == INCOMPLETE and "1 events, 0 detections, 0 unmapped records, 6 unreadable" in stderr
+    assert f"{path}:1: malformed record: the record's Channel is an object, not text" in stderr
+    assert f"{path}:4: malformed record: winlog Channel is a number, not text" in stderr

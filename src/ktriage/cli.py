@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(w)
     w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
-    i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect")
+    i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect",
+                       description="Exit status: 0 when everything was read, 6 when something could not be "
+                                   "(each unreadable part is reported; what could be read is stored).")
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
     i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
 

@@ -34,6 +34,21 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     raise Malformed(f"{what} is {kind(value)}, not an object")
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _checked(system: dict[str, Any], shape: str) -> dict[str, Any]:
+    """System fields a record is mapped by must be what they say: text, or a number."""
+    channel, event_id, created = system.get("Channel"), system.get("EventID"), system.get("SystemTime")
+    if not isinstance(channel, (str, type(None))):
+        raise Malformed(f"{shape} Channel is {kind(channel)}, not text")
+    if not isinstance(event_id, (int, str, type(None))) or isinstance(event_id, bool):
+        raise Malformed(f"{shape} EventID is {kind(event_id)}, not a number")
+    if not isinstance(created, _SCALARS):
+        raise Malformed(f"{shape} time is {kind(created)}, not text")
+    return system
+
+
 def evtx_system(system: Any) -> dict[str, Any]:
     """evtx-rs JSON System block → flat System fields."""
     system = _object(system, "Event.System")
@@ -44,9 +59,9 @@ def evtx_system(system: Any) -> dict[str, Any]:
     event_id = system.get("EventID")
     if isinstance(event_id, dict):
         event_id = event_id.get("#text")
-    return {"Channel": system.get("Channel"), "EventID": event_id, "Computer": system.get("Computer"),
-            "SystemTime": created.get("SystemTime"), "EventRecordID": system.get("EventRecordID"),
-            "ProcessID": execution.get("ProcessID")}
+    return _checked({"Channel": system.get("Channel"), "EventID": event_id, "Computer": system.get("Computer"),
+                     "SystemTime": created.get("SystemTime"), "EventRecordID": system.get("EventRecordID"),
+                     "ProcessID": execution.get("ProcessID")}, "System")
 
 
 def evtx_event_data(event: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +97,8 @@ def _record_number(value: Any, default: int) -> int:
 def _winlogbeat(obj: dict[str, Any], n: int) -> Record:
     w = _object(obj["winlog"], "winlog")
     process = _object(w.get("process"), "winlog.process")
-    system = {"Channel": w.get("channel"), "EventID": w.get("event_id"), "Computer": w.get("computer_name"),
-              "SystemTime": obj.get("@timestamp"), "ProcessID": process.get("pid")}
+    system = _checked({"Channel": w.get("channel"), "EventID": w.get("event_id"), "Computer": w.get("computer_name"),
+                       "SystemTime": obj.get("@timestamp"), "ProcessID": process.get("pid")}, "winlog")
     return _record_number(w.get("record_id"), n), system, dict(_object(w.get("event_data"), "winlog.event_data"))
 
 
@@ -93,7 +108,7 @@ def _flat(obj: dict[str, Any], n: int) -> Record:
         name = _FLAT_SYSTEM.get(key.lower())
         if name is not None:
             system.setdefault(name, value)
-    return _record_number(system.get("EventRecordID"), n), system, obj
+    return _record_number(system.get("EventRecordID"), n), _checked(system, "the record's"), obj
 
 
 def json_record(obj: dict[str, Any], n: int) -> Record:
