@@ -278,7 +278,8 @@ def _typed(rng: random.Random, lines: list[str]) -> Iterator[tuple[str, list[str
     for field_name in _FIELDS:
         for value in rng.sample(_VALUES, 5):
             i = rng.randrange(len(lines))
-            yield f"value:{field_name}={value[:12]}", lines[:i] + [_set_field(lines[i], field_name, value)] + lines[i + 1:]
+            changed = _set_field(lines[i], field_name, value)
+            yield f"value:{field_name}={value[:12]}", lines[:i] + [changed] + lines[i + 1:]
 
 
 def _bytes_damage(rng: random.Random, data: bytes) -> Iterator[tuple[str, bytes]]:

@@ -16,7 +16,6 @@ import io
 import multiprocessing
 import os
 import shutil
-import sqlite3
 import time
 import traceback
 from pathlib import Path
@@ -40,6 +39,7 @@ LIMITS = ReadLimits(line_bytes=2 << 20, document_bytes=8 << 20, member_bytes=16 
                     members=200, ratio=50, ratio_floor=2 << 20)
 WORKERS = 2
 BUDGET_S = 150  # generation and both workers, on a slow 2-core machine
+Fuzzed = tuple[list[mutations.Case], dict[str, dict[str, Any]], float]  # cases, outcomes by path, seconds
 
 
 def _ids(path: Path) -> set[int]:
@@ -76,7 +76,7 @@ def _worker(job: tuple[list[mutations.Case], str]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[mutations.Case], dict[str, dict[str, Any]], float]:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
     root = tmp_path_factory.mktemp("fuzz")
     start = time.monotonic()
     cases = mutations.all_cases(root / "inputs")
@@ -86,7 +86,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[mutations.Cas
     return cases, {o["path"] if "path" in o else o["name"]: o for o in outcomes}, time.monotonic() - start
 
 
-def _by_case(fuzzed: tuple) -> list[tuple[mutations.Case, dict[str, Any]]]:
+def _by_case(fuzzed: Fuzzed) -> list[tuple[mutations.Case, dict[str, Any]]]:
     cases, outcomes, _ = fuzzed
     return [(c, outcomes[str(c.path)]) for c in cases]
 
@@ -96,37 +96,37 @@ def _show(bad: list[tuple[mutations.Case, dict[str, Any]]]) -> str:
                      f"{o.get('messages')}" for c, o in bad[:10])
 
 
-def test_over_two_thousand_inputs_in_ci_time(fuzzed) -> None:
+def test_over_two_thousand_inputs_in_ci_time(fuzzed: Fuzzed) -> None:
     cases, _, seconds = fuzzed
     kinds = {k: sum(1 for c in cases if c.kind == k) for k in ("evtx", "json", "archive", "other")}
     assert len(cases) >= 2000 and min(kinds.values()) >= 40, kinds
     assert seconds < BUDGET_S, f"{seconds:.0f} s"
 
 
-def test_no_input_raises(fuzzed) -> None:
+def test_no_input_raises(fuzzed: Fuzzed) -> None:
     _, outcomes, _ = fuzzed
     raised = [o for o in outcomes.values() if "traceback" in o]
     assert raised == [], f"{len(raised)} tracebacks; first: {raised[0]['name']}\n{raised[0]['traceback']}"
 
 
-def test_every_input_is_accounted_for(fuzzed) -> None:
+def test_every_input_is_accounted_for(fuzzed: Fuzzed) -> None:
     """Records or located errors: never "0 events, 0 unreadable" for an input with bytes in it."""
     silent = [(c, o) for c, o in _by_case(fuzzed) if o.get("records", 0) + o.get("errors", 0) == 0]
     assert silent == [], _show(silent)
 
 
-def test_fewer_records_than_the_seed_held_is_an_error(fuzzed) -> None:
+def test_fewer_records_than_the_seed_held_is_an_error(fuzzed: Fuzzed) -> None:
     lost = [(c, o) for c, o in _by_case(fuzzed) if "records" in o and o["records"] < c.seed_records and not o["errors"]]
     assert lost == [], _show(lost)
 
 
-def test_a_file_with_nothing_readable_is_an_error_and_not_marked(fuzzed) -> None:
+def test_a_file_with_nothing_readable_is_an_error_and_not_marked(fuzzed: Fuzzed) -> None:
     wrong = [(c, o) for c, o in _by_case(fuzzed) if "records" in o and o["records"] == 0 and o["errors"]
              and o["ingested"]]
     assert wrong == [], _show(wrong)
 
 
-def test_a_truncated_evtx_yields_every_record_before_the_cut(fuzzed) -> None:
+def test_a_truncated_evtx_yields_every_record_before_the_cut(fuzzed: Fuzzed) -> None:
     cut = [(c, o) for c, o in _by_case(fuzzed) if c.must_read]
     assert len(cut) > 300
     missing = [(c, o) for c, o in cut if "ids" in o and not c.must_read <= o["ids"]]
@@ -135,14 +135,14 @@ def test_a_truncated_evtx_yields_every_record_before_the_cut(fuzzed) -> None:
     assert short == []
 
 
-def test_every_json_line_is_a_record_or_a_located_error(fuzzed) -> None:
+def test_every_json_line_is_a_record_or_a_located_error(fuzzed: Fuzzed) -> None:
     lined = [(c, o) for c, o in _by_case(fuzzed) if c.lines]
     assert len(lined) > 300
     unaccounted = [(c, o) for c, o in lined if "records" in o and o["records"] + o["errors"] < c.lines]
     assert unaccounted == [], _show(unaccounted)
 
 
-def test_files_that_are_not_event_logs_are_refused_by_name(fuzzed) -> None:
+def test_files_that_are_not_event_logs_are_refused_by_name(fuzzed: Fuzzed) -> None:
     refused = [(c, o) for c, o in _by_case(fuzzed) if c.refused]
     assert len(refused) >= 30
     wrong = [(c, o) for c, o in refused if o.get("ingested") or o.get("errors") != 1
@@ -250,7 +250,7 @@ def _rows(table_digests: dict[str, str]) -> dict[str, int]:
     return {table: int(digest.split(":")[0]) for table, digest in table_digests.items()}
 
 
-def test_unmutated_seeds_give_the_rows_they_gave_before(tmp_path) -> None:
+def test_unmutated_seeds_give_the_rows_they_gave_before(tmp_path: Path) -> None:
     now = {}
     for i, path in enumerate(mutations.seed_inputs(tmp_path / "seeds")):
         db = tmp_path / f"seed{i}.db"
@@ -265,7 +265,7 @@ def test_unmutated_seeds_give_the_rows_they_gave_before(tmp_path) -> None:
 
 # -- the CLI over a directory of mutations ----------------------------------------------------
 
-def test_cli_reads_a_whole_directory_past_bad_files(fuzzed, tmp_path) -> None:
+def test_cli_reads_a_whole_directory_past_bad_files(fuzzed: Fuzzed, tmp_path: Path) -> None:
     cases, _, _ = fuzzed
     picked = cases[::max(1, len(cases) // 60)]
     folder = tmp_path / "evidence"

@@ -55,7 +55,7 @@ def _line(**fields: object) -> str:
 
 # -- EVTX: truncated, zeroed, not EVTX at all -------------------------------------------------
 
-def test_a_truncated_evtx_reports_what_is_missing_and_keeps_what_is_before_the_cut(tmp_path) -> None:
+def test_a_truncated_evtx_reports_what_is_missing_and_keeps_what_is_before_the_cut(tmp_path: Path) -> None:
     data = SMALL.read_bytes()
     cut = tmp_path / "cut.evtx"
     cut.write_bytes(data[:4096 + 30000])  # records 1-36 lie wholly before the cut
@@ -68,7 +68,7 @@ def test_a_truncated_evtx_reports_what_is_missing_and_keeps_what_is_before_the_c
     assert con.execute("SELECT events + unmapped, errors FROM ingested").fetchone() == (36, 1)
 
 
-def test_truncations_at_63_offsets_never_report_nothing(tmp_path) -> None:
+def test_truncations_at_63_offsets_never_report_nothing(tmp_path: Path) -> None:
     data = SMALL.read_bytes()
     folder = tmp_path / "cuts"
     folder.mkdir()
@@ -80,7 +80,7 @@ def test_truncations_at_63_offsets_never_report_nothing(tmp_path) -> None:
     assert silent == [] and out.returncode == INCOMPLETE
 
 
-def test_a_zeroed_chunk_is_reported_with_its_offset(tmp_path) -> None:
+def test_a_zeroed_chunk_is_reported_with_its_offset(tmp_path: Path) -> None:
     data = MULTI.read_bytes()
     zeroed = tmp_path / "zeroed.evtx"
     zeroed.write_bytes(data[:4096] + bytes(65536) + data[4096 + 65536:])  # records 1-44 are in chunk 0
@@ -92,7 +92,7 @@ def test_a_zeroed_chunk_is_reported_with_its_offset(tmp_path) -> None:
 
 @pytest.mark.parametrize("content", [b"", b"ElfFile\0" + bytes(50), b"X" + b"lfFile\0" + bytes(4088)],
                          ids=["empty", "short", "bad-magic"])
-def test_broken_evtx_headers_are_one_error_and_not_marked(tmp_path, content: bytes) -> None:
+def test_broken_evtx_headers_are_one_error_and_not_marked(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "bad.evtx"
     bad.write_bytes(content)
     out = _ingest(tmp_path, bad)
@@ -101,7 +101,7 @@ def test_broken_evtx_headers_are_one_error_and_not_marked(tmp_path, content: byt
     assert sqlite3.connect(tmp_path / "t.db").execute("SELECT count(*) FROM ingested").fetchone() == (0,)
 
 
-def test_a_damaged_header_magic_still_yields_the_chunks(tmp_path) -> None:
+def test_a_damaged_header_magic_still_yields_the_chunks(tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.evtx"
     damaged.write_bytes(b"X" + SMALL.read_bytes()[1:])
     out = _ingest(tmp_path, damaged)
@@ -126,7 +126,7 @@ def test_a_file_that_is_no_event_log_is_refused_naming_what_it_is(tmp_path, name
 
 # -- JSON -----------------------------------------------------------------------------------
 
-def test_json_lines_starting_with_spaces_are_lines(tmp_path) -> None:
+def test_json_lines_starting_with_spaces_are_lines(tmp_path: Path) -> None:
     path = tmp_path / "indented.jsonl"
     path.write_text("".join(f"  {_line(ProcessId=i)}\n" for i in range(1, 11)))
     out = _ingest(tmp_path, path)
@@ -134,7 +134,7 @@ def test_json_lines_starting_with_spaces_are_lines(tmp_path) -> None:
     assert sqlite3.connect(tmp_path / "t.db").execute("SELECT count(*) FROM process").fetchone() == (10,)
 
 
-def test_non_objects_deep_nesting_and_wrong_types_are_located_errors(tmp_path) -> None:
+def test_non_objects_deep_nesting_and_wrong_types_are_located_errors(tmp_path: Path) -> None:
     lines = [_line(), "5", '"text"', "null", "[]", '{"a":' * 2000 + "1" + "}" * 2000, "[" * 2000 + "]" * 2000,
              '{"Event": "abc"}', '{"Event": {"System": []}}', '{"winlog": {"event_data": [1, 2]}}',
              '{"Event": {"System": {"TimeCreated": "now"}}}', _line(ProcessId=6)]
@@ -149,7 +149,7 @@ def test_non_objects_deep_nesting_and_wrong_types_are_located_errors(tmp_path) -
     assert con.execute("SELECT errors FROM ingested").fetchone() == (10,)
 
 
-def test_values_that_do_not_fit_are_kept_as_text(tmp_path) -> None:
+def test_values_that_do_not_fit_are_kept_as_text(tmp_path: Path) -> None:
     lines = [_line(Image={"nested": [1, 2]}, CommandLine=[1, "two"], ProcessId=2 ** 70),
              _line(ProcessId="0x" + "f" * 30, Image="a\\ud800b", ParentProcessId="not a number"),
              _line(ProcessId=10 ** 30, Computer={"name": "H"})]
@@ -193,7 +193,7 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def test_evtx_inside_archives_is_read(tmp_path) -> None:
+def test_evtx_inside_archives_is_read(tmp_path: Path) -> None:
     archive = _zip(tmp_path / "logs.zip", {"C/Windows/System32/winevt/Logs/Sysmon.evtx": SMALL.read_bytes(),
                                            "README.md": b"collected\n"})
     tgz = tmp_path / "logs.tar.gz"
@@ -210,7 +210,7 @@ def test_evtx_inside_archives_is_read(tmp_path) -> None:
     assert "1 archive members skipped (not event logs)" in out.stderr
 
 
-def test_encrypted_links_devices_and_nested_archives_are_located_errors(tmp_path) -> None:
+def test_encrypted_links_devices_and_nested_archives_are_located_errors(tmp_path: Path) -> None:
     zipped = _zip(tmp_path / "enc.zip", {"a.json": _line().encode() + b"\n", "b.json": _line().encode() + b"\n"})
     data = bytearray(zipped.read_bytes())
     local = data.find(b"PK\x03\x04")
@@ -239,7 +239,7 @@ def test_encrypted_links_devices_and_nested_archives_are_located_errors(tmp_path
     assert not Path("/etc/shadow.json").exists()
 
 
-def test_corrupt_archives_give_what_they_hold_before_the_damage(tmp_path) -> None:
+def test_corrupt_archives_give_what_they_hold_before_the_damage(tmp_path: Path) -> None:
     good = "".join(_line(ProcessId=i) + "\n" for i in range(1, 201)).encode()
     zipped = _zip(tmp_path / "a.zip", {"a.json": good, "b.json": good}).read_bytes()
     (tmp_path / "cut.zip").write_bytes(zipped[:len(zipped) // 2])
@@ -262,7 +262,7 @@ _PEAK = ("import sys\nfrom ktriage.cli import main\nrc = main(sys.argv[1:])\n"
          "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')), file=sys.stderr)\nsys.exit(rc)")
 
 
-def test_a_zip_bomb_keeps_the_ingest_small(tmp_path) -> None:
+def test_a_zip_bomb_keeps_the_ingest_small(tmp_path: Path) -> None:
     line = b'{"EventID": 99, "Channel": "x"}\n'
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z, z.open("bomb.json", "w") as member:
@@ -278,7 +278,7 @@ def test_a_zip_bomb_keeps_the_ingest_small(tmp_path) -> None:
 
 # -- many files ------------------------------------------------------------------------------
 
-def test_one_bad_file_does_not_stop_the_rest(tmp_path) -> None:
+def test_one_bad_file_does_not_stop_the_rest(tmp_path: Path) -> None:
     folder = tmp_path / "evidence"
     folder.mkdir()
     (folder / "a-broken.zip").write_bytes(b"PK\x03\x04 this is not a zip")
@@ -296,7 +296,7 @@ def test_one_bad_file_does_not_stop_the_rest(tmp_path) -> None:
     assert paths == {str(folder / "c-good.evtx"), str(folder / "e-\\udcff-name.evtx")}
 
 
-def test_a_file_read_completely_exits_0_and_a_damaged_one_6(tmp_path) -> None:
+def test_a_file_read_completely_exits_0_and_a_damaged_one_6(tmp_path: Path) -> None:
     assert _ingest(tmp_path, SMALL).returncode == 0
     assert _ingest(tmp_path, SMALL).returncode == 0, "already ingested is complete"
     damaged = tmp_path / "damaged.evtx"
@@ -304,7 +304,7 @@ def test_a_file_read_completely_exits_0_and_a_damaged_one_6(tmp_path) -> None:
     assert _ingest(tmp_path, damaged).returncode == INCOMPLETE
 
 
-def test_hostile_member_names_cannot_forge_report_lines(tmp_path) -> None:
+def test_hostile_member_names_cannot_forge_report_lines(tmp_path: Path) -> None:
     name = "x\nktriage: ingested 999 files (0 already ingested, 0 not readable)\x1b[2J.json"
     archive = _zip(tmp_path / "names.zip", {name: b"5\n"})
     stderr = _clean(_ingest(tmp_path, archive))
@@ -312,7 +312,7 @@ def test_hostile_member_names_cannot_forge_report_lines(tmp_path) -> None:
     assert "\x1b" not in stderr and "x\\nktriage: ingested 999 files" in stderr
 
 
-def test_system_fields_of_the_wrong_type_are_located_errors(tmp_path) -> None:
+def test_system_fields_of_the_wrong_type_are_located_errors(tmp_path: Path) -> None:
     lines = [_line(Channel={"x": 1}), _line(EventID=[1]), _line(EventID=True), '{"winlog": {"channel": 5}}',
              json.dumps({"Event": {"System": {"EventID": {"#text": {"deep": 1}}, "Channel": SYSMON}}}),
              _line(**{"@timestamp": {"t": 1}}), _line()]
