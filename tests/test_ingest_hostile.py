@@ -149,16 +149,23 @@ def test_non_objects_deep_nesting_and_wrong_types_are_located_errors(tmp_path: P
     assert con.execute("SELECT errors FROM ingested").fetchone() == (10,)
 
 
-def test_values_that_do_not_fit_are_kept_as_text(tmp_path: Path) -> None:
+def _query(db_target: str, sql: str) -> list[tuple]:
+    con = psycopg.connect(db_target) if db_target.startswith("postgresql://") else sqlite3.connect(db_target)
+    try:
+        return [tuple(r) for r in con.execute(sql).fetchall()]
+    finally:
+        con.close()
+
+
+def test_values_that_do_not_fit_are_kept_as_text(tmp_path: Path, db_target: str) -> None:
     lines = [_line(Image={"nested": [1, 2]}, CommandLine=[1, "two"], ProcessId=2 ** 70),
              _line(ProcessId="0x" + "f" * 30, Image="a\\ud800b", ParentProcessId="not a number"),
              _line(ProcessId=10 ** 30, Computer={"name": "H"})]
     path = tmp_path / "values.json"
     path.write_text("\n".join(lines).replace("\\\\ud800", "\\ud800") + "\n")
-    out = _ingest(tmp_path, path)
+    out = _ingest(tmp_path, path, db=db_target)
     assert out.returncode == 0, _clean(out)
-    rows = sqlite3.connect(tmp_path / "t.db").execute(
-        "SELECT image, cmdline, pid, ppid, host, unfit FROM process ORDER BY seq").fetchall()
+    rows = _query(db_target, "SELECT image, cmdline, pid, ppid, host, unfit FROM process ORDER BY seq")
     assert rows[0][:3] == ('{"nested":[1,2]}', '[1,"two"]', None)
     assert json.loads(rows[0][5]) == {"pid": str(2 ** 70)}
     assert rows[1][0] == "a\\ud800b" and json.loads(rows[1][5]) == {"pid": "0x" + "f" * 30, "ppid": "not a number"}
@@ -173,14 +180,9 @@ def test_the_stores_keep_unbindable_values_as_text(db_target: str) -> None:
     store = open_store(db_target)
     store.insert([dict(base, seq=1, image={"a": 1}, pid=2 ** 70), dict(base, seq=2, image="a\ud800b\x00c", pid=7)])
     store.close()
-    if db_target.startswith("postgresql://"):
-        con = psycopg.connect(db_target)
-    else:
-        con = sqlite3.connect(db_target)
-    rows = con.execute("SELECT seq, image, pid, unfit FROM process ORDER BY seq").fetchall()
-    con.close()
+    rows = _query(db_target, "SELECT seq, image, pid, unfit FROM process ORDER BY seq")
     nul = "\\x00" if db_target.startswith("postgresql://") else "\x00"
-    assert [tuple(r) for r in rows] == [(1, '{"a": 1}', None, json.dumps({"pid": str(2 ** 70)})),
+    assert rows == [(1, '{"a": 1}', None, json.dumps({"pid": str(2 ** 70)})),
                                         (2, f"a\\ud800b{nul}c", 7, None)]
 
 
