@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,15 @@ def _worker(job: tuple[list[mutations.Case], str]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     root = tmp_path_factory.mktemp("fuzz")
     start = time.monotonic()
     cases = mutations.all_cases(root / "inputs")
     jobs = [(cases[i::WORKERS], str(root / f"worker{i}.db")) for i in range(WORKERS)]
     with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
         outcomes = [o for part in pool.map(_worker, jobs) for o in part]
-    return cases, {o["path"] if "path" in o else o["name"]: o for o in outcomes}, time.monotonic() - start
+    yield cases, {o["path"] if "path" in o else o["name"]: o for o in outcomes}, time.monotonic() - start
+    shutil.rmtree(root / "inputs")  # about 0.5 GB: not left for pytest to keep
 
 
 def _by_case(fuzzed: Fuzzed) -> list[tuple[mutations.Case, dict[str, Any]]]:
