@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ktriage
-from ktriage.sources.windows import evtx_records, normalize, records
+from ktriage.sources.windows import RecordError, evtx_records, normalize, records
 
 DATA = Path(os.environ.get("KTRIAGE_WINDOWS_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data" / "windows"))
@@ -76,7 +76,7 @@ BENIGN = ["python-evtx/tests/data/issue_43.evtx", "python-evtx/tests/data/securi
 def ingested(tmp_path_factory: pytest.TempPathFactory):
     db = tmp_path_factory.mktemp("win") / "win.db"
     out = ktriage("ingest", str(DATA), "--db", str(db))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 6, out.stderr  # the corpus holds three damaged samples: incomplete, all else stored
     return db, out.stderr
 
 
@@ -108,10 +108,17 @@ def test_corrupt_files_ingest_what_is_readable_and_report_the_rest(ingested) -> 
     sysmon = str(DATA / "evtx-rs/samples/sysmon.evtx")
     events, errors = con.execute("SELECT events, errors FROM ingested WHERE path = ?", (sysmon,)).fetchone()
     assert events == 355 and errors == 8  # the MANIFEST: 358 records, 8 unparsable (some chunks hold several)
-    assert f"{sysmon} after record " in stderr and "Invalid EVTX chunk header magic" in stderr
+    assert f"{sysmon} chunk 9 (offset 0x91000): " in stderr and "Invalid EVTX chunk header magic" in stderr
     bad = str(DATA / "evtx-rs/samples/sample_with_a_bad_chunk_magic.evtx")
     unmapped, errors = con.execute("SELECT unmapped, errors FROM ingested WHERE path = ?", (bad,)).fetchone()
-    assert unmapped > 250 and errors == 2, "the readable chunks were read; the two bad ones reported"
+    # the two bad chunks the parser reports; three chunks it stopped reading early without a word
+    # (their record data fails its checksum); ten all-zero chunks the file header says are in use
+    # (it wrapped: chunks 3..15 and 0..2); two ranges of record ids no readable chunk holds
+    assert unmapped == 270 and errors == 17, "the readable chunks were read; the bad ones and the shortfall reported"
+    assert f"{bad} chunk 0 (offset 0x1000): 14 of the 130 records it holds (ids 46728-46857) read" in stderr
+    holes = [e.message for e in records(Path(bad)) if isinstance(e, RecordError) and e.where == bad]
+    assert holes == ["records 45950-46727 are in no readable chunk (they fall between chunk 9 and chunk 0)",
+                     "records 46858-47627 are in no readable chunk (they fall between chunk 0 and chunk 7)"]
 
 
 def test_reingest_does_not_duplicate(ingested, tmp_path) -> None:

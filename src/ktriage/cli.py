@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(w)
     w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
-    i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect")
+    i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect",
+                       description="Exit status: 0 when everything was read, 6 when something could not be "
+                                   "(each unreadable part is reported; what could be read is stored).")
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
     i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
 
@@ -185,11 +187,14 @@ def _watch(args: argparse.Namespace) -> int:
     return Watcher(options).run()
 
 
+INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what could was stored)
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from ktriage.ingest import Ingester
 
-    Ingester(args.db).run(args.paths)
-    return 0
+    results = Ingester(args.db).run(args.paths)
+    return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -1,11 +1,17 @@
 """`ktriage ingest`: Windows event logs into the store, through the same engine.
 
-Files and directories (walked) of EVTX, OTRF/Winlogbeat/evtx-rs JSON, or
-archives of them. Each file is one source: its events are ordered by time,
+Files and directories (walked; links in a walk are reported, not followed) of
+EVTX, OTRF/Winlogbeat/evtx-rs JSON, or zip/tar.gz archives of them, each read
+by what it holds. Each file is one source: its events are ordered by time,
 numbered, run through the Windows rules and stored with their detections. A
-file already ingested (same SHA-256) is skipped, so nothing is duplicated;
-unreadable chunks and records are reported with file and position and the rest
-is ingested.
+file already ingested (same SHA-256) is skipped, so nothing is duplicated.
+
+Evidence is hostile: nothing in a file stops the ingest. Every unreadable
+chunk, record, line or member is counted and reported with where it is, and the
+next one is read; a bad file does not stop the next file; the summary always
+prints. A file with nothing readable is an error and is not marked ingested, so
+a good copy of it is read later; a file with some errors is ingested and marked
+with its error count. :attr:`FileResult.complete` tells the CLI's exit code.
 """
 
 from __future__ import annotations
@@ -15,16 +21,18 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import UsageError
-from ktriage.sources.windows import SUFFIXES, RecordError, normalize, records
+from ktriage.sources.reading import ReadLimits, printable
+from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import open_store
 
 BATCH = 5000
 SHOWN_ERRORS = 5
+KEPT_ERRORS = 100  # per file; the rest are counted
 
 
 @dataclass
@@ -33,8 +41,34 @@ class FileResult:
     events: int = 0
     detections: int = 0
     unmapped: int = 0
-    errors: list[RecordError] = field(default_factory=list)
-    skipped: bool = False
+    errors: list[RecordError] = field(default_factory=list)  # the first KEPT_ERRORS
+    error_count: int = 0
+    skipped_members: int = 0  # archive members that are not event logs
+    skipped: bool = False  # already ingested
+    ingested: bool = False  # stored and marked (an empty log too)
+
+    @property
+    def where(self) -> str:
+        return printable(str(self.path))
+
+    @property
+    def complete(self) -> bool:
+        """Everything in the file was read (or it was ingested before)."""
+        return self.error_count == 0
+
+    def add_error(self, error: RecordError) -> None:
+        self.error_count += 1
+        if len(self.errors) < KEPT_ERRORS:
+            self.errors.append(error)
+
+
+def _walk(directory: Path) -> list[Path]:
+    """Log files under directory, and the links and special files named like them (to report)."""
+    found = []
+    for f in directory.rglob("*"):
+        if f.name.lower().endswith(SUFFIXES) and (f.is_symlink() or not f.is_dir()):
+            found.append(f)
+    return sorted(found)
 
 
 def log_files(paths: list[Path]) -> list[Path]:
@@ -42,11 +76,13 @@ def log_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(SUFFIXES))
+            out += _walk(p)
         elif p.is_file():
             out.append(p)
+        elif p.exists():
+            raise UsageError(f"{printable(str(p))}: not a regular file or directory")
         else:
-            raise UsageError(f"{p}: no such file or directory")
+            raise UsageError(f"{printable(str(p))}: no such file or directory")
     return out
 
 
@@ -58,74 +94,131 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _refusal(path: Path, walked: bool) -> str | None:
+    """Why a file found by a directory walk is not opened at all."""
+    if walked and path.is_symlink():
+        return "a symbolic link: not followed in a directory walk (name the file itself to read it)"
+    if not path.is_file():
+        return "not a regular file: not read"
+    return None
+
+
 class Ingester:
-    def __init__(self, db: str, err: TextIO = sys.stderr) -> None:
+    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits()) -> None:
         self.store = open_store(db)
         self.engine = Engine(builtin_rules("windows"))
         self.err = err
         self.tty = err.isatty()
+        self.limits = limits
 
     def run(self, paths: list[Path]) -> list[FileResult]:
+        """Ingest every file; the summary is printed even when the store fails midway."""
         files = log_files(paths)
+        named = set(paths)
+        results: list[FileResult] = []
         try:
-            results = [self._one(i, len(files), f) for i, f in enumerate(files, 1)]
+            for i, f in enumerate(files, 1):
+                results.append(self.ingest_file(f, i, len(files), walked=f not in named))
         finally:
             self.store.close()
-        total = Counter()
-        for r in results:
-            total.update(events=r.events, detections=r.detections, errors=len(r.errors), skipped=int(r.skipped))
-        print(f"ktriage: ingested {len(files) - total['skipped']} files ({total['skipped']} already ingested): "
-              f"{total['events']} events, {total['detections']} detections, {total['errors']} unreadable "
-              f"chunks/records", file=self.err)
+            self._summary(results, len(files))
         return results
 
-    def _one(self, index: int, count: int, path: Path) -> FileResult:
+    def ingest_file(self, path: Path, index: int = 1, count: int = 1, walked: bool = False) -> FileResult:
+        """One file: read, detect, store, mark; never raises for what the file holds."""
         result = FileResult(path)
-        sha = _sha256(path)
+        refusal = _refusal(path, walked)
+        try:
+            sha = None if refusal else _sha256(path)
+        except OSError as exc:
+            refusal = f"cannot read: {exc.strerror or exc}"
+        if refusal or sha is None:
+            result.add_error(RecordError(result.where, refusal or "cannot read"))
+            self._report(result)
+            return result
         if self.store.ingested(sha):
             result.skipped = True
-            print(f"ktriage: {path}: already ingested, skipped", file=self.err)
+            print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
             return result
         if self.tty:
-            print(f"\r[{index}/{count}] {path.name[:60]:<60}", end="", file=self.err, flush=True)
+            print(f"\r[{index}/{count}] {printable(path.name)[:60]:<60}", end="", file=self.err, flush=True)
+        self._store(path, sha, result)
+        self._report(result)
+        return result
+
+    def _store(self, path: Path, sha: str, result: FileResult) -> None:
         source = f"evtx:{sha[:12]}"
-        events = self._events(path, source, result)
+        events: list[dict[str, Any]] = []
+        try:
+            self._read(path, source, result, events)
+        except OSError as exc:  # the file went away or the disk failed: what was read is kept
+            result.add_error(RecordError(result.where, f"cannot read further: {exc.strerror or exc}"))
+        events.sort(key=lambda e: (e["ts"], e["seq"]))
+        for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
+            ev["seq"] = i
         detections = self.engine.fresh().process_many(events)  # each file on its own
         batch = events + detections
         for start in range(0, len(batch), BATCH):
             self.store.insert(batch[start:start + BATCH])
         result.events, result.detections = len(events), len(detections)
-        self.store.mark_ingested(sha, str(path), source, result.events, result.detections, len(result.errors),
-                                 result.unmapped)
-        self._report(result)
-        return result
+        if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
+            self.store.mark_ingested(sha, result.where, source, result.events, result.detections,
+                                     result.error_count, result.unmapped)
+            result.ingested = True
 
-    def _events(self, path: Path, source: str, result: FileResult) -> list[dict]:
-        events = []
-        for rec in records(path):
+    def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
+        for rec in records(path, self.limits):
             if isinstance(rec, RecordError):
-                result.errors.append(rec)
-                continue
-            try:
-                ev = normalize(rec[1], rec[2], source, rec[0])
-            except (ValueError, TypeError, AttributeError) as exc:  # e.g. an unparsable timestamp
-                result.errors.append(RecordError(f"{path} record {rec[0]}", f"cannot normalize: {exc}"))
-                continue
-            if ev is None:
-                result.unmapped += 1
+                result.add_error(rec)
+            elif isinstance(rec, Skipped):
+                result.skipped_members += 1
             else:
-                events.append(ev)
-        events.sort(key=lambda e: (e["ts"], e["seq"]))
-        for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
-            ev["seq"] = i
-        return events
+                ev = self._normalized(rec, source, result)
+                if ev is not None:
+                    events.append(ev)
+
+    def _normalized(self, rec: tuple[int, dict[str, Any], dict[str, Any]], source: str,
+                    result: FileResult) -> dict[str, Any] | None:
+        try:
+            ev = normalize(rec[1], rec[2], source, rec[0])
+        except (ValueError, TypeError, AttributeError) as exc:  # a shape normalize did not foresee
+            result.add_error(RecordError(f"{result.where} record {rec[0]}", f"cannot normalize: {exc}"))
+            return None
+        if ev is None:
+            result.unmapped += 1
+        return ev
 
     def _report(self, r: FileResult) -> None:
         if self.tty:
             print("\r", end="", file=self.err)
-        print(f"ktriage: {r.path}: {r.events} events, {r.detections} detections, {r.unmapped} unmapped records, "
-              f"{len(r.errors)} unreadable", file=self.err)
+        if not r.ingested:
+            first = r.errors[0] if r.errors else RecordError(r.where, "nothing readable")
+            detail = printable(first.message) if r.error_count == 1 and first.where == r.where else (
+                f"nothing readable ({r.error_count} errors)")
+            print(f"ktriage: {r.where}: not ingested: {detail}", file=self.err)
+            if detail.startswith("nothing readable"):
+                self._errors(r)
+            return
+        if r.events + r.unmapped == 0 and r.error_count == 0:
+            print(f"ktriage: {r.where}: an empty log (no records)", file=self.err)
+            return
+        skipped = f", {r.skipped_members} archive members skipped (not event logs)" if r.skipped_members else ""
+        print(f"ktriage: {r.where}: {r.events} events, {r.detections} detections, {r.unmapped} unmapped records, "
+              f"{r.error_count} unreadable{skipped}", file=self.err)
+        self._errors(r)
+
+    def _errors(self, r: FileResult) -> None:
         for e in r.errors[:SHOWN_ERRORS]:
-            print(f"ktriage:   {e.where}: {e.message}", file=self.err)
-        if len(r.errors) > SHOWN_ERRORS:
-            print(f"ktriage:   … and {len(r.errors) - SHOWN_ERRORS} more", file=self.err)
+            print(f"ktriage:   {printable(e.where)}: {printable(e.message)}", file=self.err)
+        if r.error_count > SHOWN_ERRORS:
+            print(f"ktriage:   … and {r.error_count - SHOWN_ERRORS} more", file=self.err)
+
+    def _summary(self, results: list[FileResult], count: int) -> None:
+        total: Counter[str] = Counter()
+        for r in results:
+            total.update(events=r.events, detections=r.detections, errors=r.error_count, skipped=int(r.skipped),
+                         ingested=int(r.ingested), unreadable=int(not r.ingested and not r.skipped))
+        stopped = f" (stopped after {len(results)} of {count} files)" if len(results) < count else ""
+        print(f"ktriage: ingested {total['ingested']} files ({total['skipped']} already ingested, "
+              f"{total['unreadable']} not readable): {total['events']} events, {total['detections']} detections, "
+              f"{total['errors']} unreadable chunks/records{stopped}", file=self.err)

@@ -32,6 +32,8 @@ COMMON = (
     Column("mntns", "INTEGER", "mount namespace inode (tells containers apart)"),
     Column("truncated", "TEXT", "comma-separated fields cut at their size bound, else NULL"),
     Column("event_id", "INTEGER", "Windows: the log's EventID (Sysmon 1, 10 …); NULL for the Linux sensor"),
+    Column("unfit", "TEXT", "values that did not fit their column's type (a 100-bit number, text for a pid), "
+                            "kept as text: a JSON object column -> text; else NULL"),
 )
 
 # Where a sensitive syscall came from (access, memory, module, api).

@@ -68,6 +68,14 @@ MAPPINGS: dict[tuple[str, int], Mapping] = {
         "name": "ServiceName", "path": "ImagePath", "service_type": "ServiceType", "account": "AccountName"}),
 }
 
+
+
+def mapped(channel: str, event_id: int | None) -> bool:
+    """Whether records of this log and EventID become events."""
+    log = LOGS.get(channel.lower())
+    return log is not None and (log, event_id) in MAPPINGS
+
+
 # fields holding numbers: decimal in Sysmon, hex ("0x1a2b") in the Security log
 INTEGER_FIELDS = {"pid", "ppid", "tid", "target_pid", "new_tid", "lport", "rport", "rights_mask", "start_address"}
 BOOLEAN_FIELDS = {"signed", "direction"}

@@ -21,9 +21,12 @@ import psycopg
 
 from ktriage.errors import StoreError
 from ktriage.store import schema
-from ktriage.store.sqlite import fit_int64
+from ktriage.store.sqlite import fit_event, fit_int64
 
 log = logging.getLogger(__name__)
+# what COPY raises for a value its column cannot take (an object, a 100-bit integer, NUL, a lone surrogate)
+BIND_ERRORS = (psycopg.DataError, psycopg.ProgrammingError, UnicodeEncodeError, OverflowError)
+NUL = "\\x00"  # PostgreSQL text cannot hold NUL: kept as its escape
 MIGRATION_LOCK = 0x6B747269  # pg_advisory_xact_lock key: one migration at a time across hosts
 
 
@@ -57,6 +60,7 @@ class PostgresStore:
             self.db.close()
             raise StoreError(f"{self.path}: {str(exc).strip().splitlines()[0]}") from exc
         self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
+        self._types = {t: dict(cols) for t, cols in schema.event_tables().items()}
 
     def _migrate(self) -> None:
         with self.db.transaction():
@@ -83,7 +87,15 @@ class PostgresStore:
         self.db.execute(schema.unique_sql(table))
 
     def insert(self, events: Iterable[dict[str, Any]]) -> int:
-        """One transaction: COPY each table's rows to staging, move the new ones; returns the rows written."""
+        """One transaction: COPY each table's rows to staging, move the new ones; returns the rows written.
+        A value COPY refuses makes the whole batch go again with every value fitted to its column."""
+        events = events if isinstance(events, list) else list(events)
+        try:
+            return self._insert(events)
+        except BIND_ERRORS:
+            return self._insert([fit_event(ev, self._types[ev["family"]], NUL) for ev in events])
+
+    def _insert(self, events: list[dict[str, Any]]) -> int:
         by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for ev in events:
             cols = self._columns[ev["family"]]

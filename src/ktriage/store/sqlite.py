@@ -22,6 +22,7 @@ from ktriage.store import schema
 
 log = logging.getLogger(__name__)
 _MAGIC = b"SQLite format 3\0"
+BIND_ERRORS = (OverflowError, UnicodeEncodeError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
 
 def check_writable_path(path: Path) -> None:
@@ -46,7 +47,71 @@ def check_writable_path(path: Path) -> None:
 def fit_int64(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Unsigned 64-bit values above SQLite's INTEGER range are stored as their
     two's-complement signed value (the same 64 bits)."""
-    return tuple(v - (1 << 64) if isinstance(v, int) and v >= 1 << 63 else v for v in row)
+    return tuple(v - (1 << 64) if isinstance(v, int) and 1 << 63 <= v < 1 << 64 else v for v in row)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("utf-8", "backslashreplace")
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates kept as their escapes
+
+
+def _fit(value: Any, sqltype: str) -> tuple[Any, str | None]:
+    """(what the column stores, the value as text when it does not fit the column's type)."""
+    if isinstance(value, bool):
+        return int(value), None
+    if isinstance(value, int) and sqltype != "TEXT":
+        if -(1 << 63) <= value < 1 << 64:
+            return value - (1 << 64) if value >= 1 << 63 else value, None
+        return None, str(value)
+    if isinstance(value, float) and sqltype != "TEXT":
+        if value != value:  # NaN: SQLite would store NULL
+            return None, "nan"
+        if sqltype == "REAL" or value.is_integer() and -(1 << 63) <= value < 1 << 63:
+            return (value if sqltype == "REAL" else int(value)), None
+        return None, repr(value)
+    text = _as_text(value)
+    return (text, None) if sqltype == "TEXT" else (None, text)
+
+
+def fit_event(ev: dict[str, Any], types: dict[str, str], nul: str | None = None) -> dict[str, Any]:
+    """ev with every value its column can bind: objects and lists as JSON text, lone
+    surrogates as their escapes (nul: what a NUL character becomes, for PostgreSQL);
+    a value a numeric column cannot hold (a 100-bit integer, text) is kept as text
+    in ``unfit`` (JSON, column -> text) and its column is NULL — never lost."""
+    out: dict[str, Any] = {}
+    unfit: dict[str, str] = {}
+    for key, value in ev.items():
+        sqltype = types.get(key)
+        if value is None or sqltype is None or key == "unfit":
+            out[key] = value
+            continue
+        stored, text = _fit(value, sqltype)
+        if nul is not None:
+            stored = stored.replace("\0", nul) if isinstance(stored, str) else stored
+            text = text.replace("\0", nul) if text is not None else None
+        out[key] = stored
+        if text is not None:
+            unfit[key] = text
+    if unfit:
+        out["unfit"] = _merged_unfit(ev.get("unfit"), unfit, nul)
+    return out
+
+
+def _merged_unfit(before: Any, unfit: dict[str, str], nul: str | None) -> str:
+    try:
+        earlier = json.loads(before) if isinstance(before, str) else {}
+    except ValueError:
+        earlier = {"unfit": before}
+    merged = {**earlier, **unfit} if isinstance(earlier, dict) else {"unfit": before, **unfit}
+    text = _as_text(merged)
+    return text.replace("\0", nul) if nul is not None else text
 
 
 class SqliteStore:
@@ -62,6 +127,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
+        self._types = {t: dict(cols) for t, cols in schema.event_tables().items()}
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
     @contextmanager
@@ -104,7 +170,16 @@ class SqliteStore:
         self.db.execute(schema.unique_sql(table))
 
     def insert(self, events: Iterable[dict[str, Any]]) -> int:
-        """Insert a batch in one transaction (an event already stored is skipped); returns the rows written."""
+        """Insert a batch in one transaction (an event already stored is skipped); returns the rows written.
+        A value the binder refuses (an object, a 100-bit integer, a lone surrogate) makes the whole
+        batch go again with every value fitted to its column (fit_event)."""
+        events = events if isinstance(events, list) else list(events)
+        try:
+            return self._insert(events)
+        except BIND_ERRORS:
+            return self._insert([fit_event(ev, self._types[ev["family"]]) for ev in events])
+
+    def _insert(self, events: list[dict[str, Any]]) -> int:
         by_plan: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         plans = self._plans
         for ev in events:
