@@ -5,6 +5,7 @@ dropped; the kernel's sent - received = lost still holds)."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Recording
+from conftest import Recording, ktriage
+from test_windows import ATTACKS
 from ktriage.model.families import FAMILIES
 
 pytestmark = pytest.mark.root
@@ -86,3 +88,14 @@ def test_disk_full_is_named_and_every_event_is_accounted_for(small_disk: Path, t
     tables = [r["name"] for r in rec.rows("SELECT name FROM sqlite_master WHERE type = 'table'") if r["name"] in FAMILIES]
     stored = sum(rec.rows(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in tables)
     assert stored == stats[("store", "", "written")]
+
+
+def test_ingest_onto_a_full_disk_names_it_and_keeps_what_was_stored(small_disk: Path) -> None:
+    samples = sorted(ATTACKS.rglob("*.evtx"))[:40]
+    proc = ktriage("ingest", *map(str, samples), "--db", str(small_disk / "win.db"))
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ktriage: error: ")]
+    assert proc.returncode == 5 and len(lines) == 1, proc.stderr
+    assert "disk full" in lines[0] and "the files before it are stored" in lines[0]
+    assert "Traceback" not in proc.stderr and "ktriage: ingested" in proc.stderr  # the summary still printed
+    stored = sqlite3.connect(small_disk / "win.db").execute("SELECT count(*) FROM ingested").fetchone()[0]
+    assert 0 < stored < len(samples)

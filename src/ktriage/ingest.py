@@ -25,10 +25,10 @@ from typing import Any, TextIO
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
-from ktriage.errors import UsageError
+from ktriage.errors import StoreError, UsageError
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
-from ktriage.store.access import open_store
+from ktriage.store.access import DB_ERRORS, describe, open_store
 
 BATCH = 5000
 SHOWN_ERRORS = 5
@@ -118,11 +118,18 @@ class Ingester:
         results: list[FileResult] = []
         try:
             for i, f in enumerate(files, 1):
-                results.append(self.ingest_file(f, i, len(files), walked=f not in named))
+                results.append(self._stored_or_raise(f, i, len(files), walked=f not in named))
         finally:
             self.store.close()
             self._summary(results, len(files))
         return results
+
+    def _stored_or_raise(self, path: Path, index: int, count: int, walked: bool) -> FileResult:
+        try:
+            return self.ingest_file(path, index, count, walked)
+        except DB_ERRORS as exc:  # the store, not the file: later files would fail the same way
+            raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
+                             "before it are stored, it and the files after it are not (ingest them again)") from exc
 
     def ingest_file(self, path: Path, index: int = 1, count: int = 1, walked: bool = False) -> FileResult:
         """One file: read, detect, store, mark; never raises for what the file holds."""
