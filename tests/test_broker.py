@@ -159,7 +159,8 @@ def test_malformed_frames_and_unknown_verbs_get_typed_errors(broker) -> None:
     reply = read_frame(s)
     assert (reply["id"], reply["error"]["code"]) == (7, "unknown_verb")
     s.sendall(encode({"id": 8, "verb": "subscribe", "args": {"pid": os.getpid(), "streams": "bogus"}}))
-    assert read_frame(s)["error"]["code"] == "bad_streams"
+    reply = read_frame(s)["error"]
+    assert reply["code"] == "bad_args" and "streams" in reply["message"] and "bogus" in reply["message"]
     s.sendall(encode({"id": 9, "verb": "hello"}))
     assert read_frame(s)["result"]["protocol"] == 1, "still serving on the same connection"
     s.close()

@@ -145,8 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--group", help="a group whose members may use the socket besides root")
     sv.add_argument("--http", metavar="HOST:PORT", help="also serve the HTTP API (loopback) with a bearer token")
     sv.add_argument("--token-file", type=Path, default=Path("/run/ktriage/token"),
-                    help="bearer token for --http (created, mode 0600, when missing)")
+                    help="bearer token for --http: a regular file of root's, mode 0600, not a symlink, holding "
+                         "one random token of 32+ characters (created so when missing)")
     sv.add_argument("--queue", type=int, default=1024, help="events queued per client before drops (default 1024)")
+    sv.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="close a socket connection without a request for this long (not while it streams) and "
+                         "free an HTTP client without requests or a stream for this long (default 300)")
     _fleet_options(sv)
 
     ui = sub.add_parser("ui", help="serve the web triage UI for a database, on loopback")
@@ -239,9 +243,18 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ktriage.broker.http import HttpApi, load_token
-    from ktriage.broker.server import Broker
+    import math
 
+    from ktriage.broker.args import MAX_QUEUE
+    from ktriage.broker.http import HttpApi
+    from ktriage.broker.limits import Limits
+    from ktriage.broker.server import Broker
+    from ktriage.broker.token import load_token
+
+    if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
+        raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")
+    if not 1 <= args.queue <= MAX_QUEUE:
+        raise UsageError(f"--queue {args.queue}: give 1..{MAX_QUEUE} events")
     http = None
     if args.http:
         host, _, port = args.http.rpartition(":")
@@ -250,7 +263,7 @@ def _serve(args: argparse.Namespace) -> int:
         http = HttpApi(host.strip("[]"), int(port), load_token(args.token_file))
     try:
         broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue, forward=args.forward,
-                        spool=args.spool, host_id=args.host_id)
+                        spool=args.spool, host_id=args.host_id, limits=Limits(idle_timeout_s=args.idle_timeout))
     except KeyError:
         raise UsageError(f"--group {args.group}: no such group") from None
     with stop_on_signals() as stop:

@@ -5,34 +5,20 @@ join through fork events seen in the stream (a child of a member, within the
 depth), and leave on exit, when their root is unsubscribed, or when the TTL of a
 dynamically added member runs out. Queue policy: at most ``capacity`` events;
 when full, the newest event is dropped and counted; every event a client gets
-carries the client's own sequence number, so a gap shows a drop.
+carries the client's own sequence number, so a gap shows a drop. A pull takes
+at most a byte budget of events, so that its reply fits in one frame.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ktriage.broker.protocol import ProtocolError
-from ktriage.sensor.layouts import FAMILIES
-
 Event = dict[str, Any]
-STREAMS = frozenset(FAMILIES) | {"detection"}
-ALIASES = {"handle": "access"}
-
-
-def parse_streams(value: Any) -> frozenset[str]:
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, list) or not names:
-        raise ProtocolError("bad_streams", "streams must be a non-empty list or comma-separated string")
-    out = {ALIASES.get(str(n).strip(), str(n).strip()) for n in names}
-    unknown = sorted(out - STREAMS - {"all"})
-    if unknown:
-        raise ProtocolError("bad_streams", f"unknown streams {unknown} (streams: {', '.join(sorted(STREAMS))})")
-    return STREAMS if "all" in out else frozenset(out)
 
 
 @dataclass
@@ -63,6 +49,9 @@ class Client:
         self.dropped = 0
         self.cond = threading.Condition()
         self.closed = False
+        self.last_seen = time.monotonic()  # HTTP clients: when the last request ended
+        self.active = 0  # HTTP clients: requests in flight and open streams
+        self.streaming = False
 
     # -- subscriptions -------------------------------------------------------
 
@@ -84,6 +73,14 @@ class Client:
                 del self.members[pid]
             return gone
 
+    def unsubscribe_all(self) -> list[int]:
+        """Remove every subscription and member; returns the pids removed."""
+        with self.cond:
+            gone = list(self.members)
+            self.subs.clear()
+            self.members.clear()
+            return gone
+
     def pids(self) -> set[int]:
         with self.cond:
             return set(self.members)
@@ -97,12 +94,16 @@ class Client:
         elif ev["family"] == "process" and ev.get("action") == "exit" and ev["pid"] not in self.subs:
             self.members.pop(ev["pid"], None)
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float) -> list[int]:
+        """Remove the members that joined more than their subscription's TTL ago; returns their pids."""
         with self.cond:
+            gone = []
             for pid, m in list(self.members.items()):
                 sub = self.subs.get(m.root)
                 if pid != m.root and sub and sub.ttl_s and now - m.joined > sub.ttl_s:
                     del self.members[pid]
+                    gone.append(pid)
+            return gone
 
     def matches(self, ev: Event) -> bool:
         pid = ev.get("actor_pid") if ev["family"] == "detection" else ev.get("pid")
@@ -127,11 +128,20 @@ class Client:
             if self.queue:
                 self.cond.notify_all()
 
-    def take(self, timeout: float, limit: int = 1) -> list[dict[str, Any]]:
+    def take(self, timeout: float, limit: int = 1, budget: int | None = None) -> list[dict[str, Any]]:
+        """Up to limit events, oldest first, waiting up to timeout for the first; with a budget, no more
+        than fit in that many bytes of JSON (the first is taken whatever its size)."""
         with self.cond:
             if not self.queue and not self.closed:
                 self.cond.wait(timeout)
-            out = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
+            out: list[dict[str, Any]] = []
+            used = 0
+            while self.queue and len(out) < limit:
+                if budget is not None:
+                    used += len(json.dumps(self.queue[0], separators=(",", ":"))) + 1
+                    if out and used > budget:
+                        break
+                out.append(self.queue.popleft())
             self.delivered += len(out)
             return out
 

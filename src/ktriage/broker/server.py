@@ -1,45 +1,47 @@
 """`ktriage serve`: one process owns the sensor and the engine, optionally
 records to the store, and serves clients (DESIGN §5; the seed's controller).
 
-Unix socket (mode 0660, owner root, group --group): peers are checked with
-SO_PEERCRED — root, or a member of the group. HTTP on loopback, when asked,
-needs ``Authorization: Bearer <token>``. The sensor runs in targeted mode: the
-kernel reports only the processes some client subscribed to (and their
-children); every client gets its own bounded queue (clients.py), so a slow
-client never slows the sensor or another client.
+Unix socket (mode 0660, owner root, group --group; unix.py) and, when asked,
+HTTP on loopback with a bearer token (http.py). The sensor runs in targeted
+mode: the kernel reports only the processes some client subscribed to (and
+their children); every client gets its own bounded queue (clients.py), so a
+slow client never slows the sensor or another client. A client that goes — its
+connection closed, its SSE stream ended, an HTTP client idle too long — is
+freed with its subscriptions, and the kernel forgets every pid no other client
+still wants.
 """
 
 from __future__ import annotations
 
 import grp
-import logging
 import os
 import socket
-import struct
+import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ktriage import __version__
-from ktriage.broker.clients import Client, Subscription, parse_streams
-from ktriage.broker.protocol import VERSION, ProtocolError, check_request, encode, read_frame
+from ktriage.broker.args import check_args, specs
+from ktriage.broker.clients import Client, Subscription
+from ktriage.broker.limits import Limits
+from ktriage.broker.protocol import MAX_FRAME, VERSION, ProtocolError, check_request, good_id
+from ktriage.broker.unix import UnixApi
 from ktriage.bus import Bus
+from ktriage.errors import BpfError, UsageError
 from ktriage.live import POLL_MS, LiveSource, require_root
-from ktriage.sensor.procs import descendants, read_exe
+from ktriage.sensor.procs import read_exe, trees
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.store.access import open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
-log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/run/ktriage/broker.sock"
-MAX_QUEUE = 65536  # the most a client may ask for
-_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    return _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+HTTP_PREFIX = "http:"
+_REPLY_BUDGET = MAX_FRAME - 4096  # events in one get_event reply, in bytes of JSON
 
 
 def _groups_of(pid: int) -> set[int]:
@@ -54,16 +56,21 @@ def _groups_of(pid: int) -> set[int]:
 class Broker:
     def __init__(self, socket_path: str = DEFAULT_SOCKET, db: str | None = None, group: str | None = None,
                  queue_capacity: int = 1024, forward: str | None = None, spool: Path | None = None,
-                 host_id: str | None = None) -> None:
+                 host_id: str | None = None, limits: Limits | None = None) -> None:
         self.forward, self.spool, self.host_id = forward, spool, host_id
         self.socket_path = Path(socket_path)
         self.db = db
         self.gid = grp.getgrnam(group).gr_gid if group else None
         self.queue_capacity = queue_capacity
+        self.limits = limits or Limits()
+        self.specs = specs(self.limits.max_pids)
         self.clients: dict[str, Client] = {}
         self.lock = threading.Lock()
+        self.targets_lock = threading.RLock()  # a pid's kernel target is added and released in one order
         self.stopping = threading.Event()
         self.source: LiveSource | None = None
+        self.unix = UnixApi(self, self.limits)
+        self.http: Any = None
         self.events = 0
         self.started = time.monotonic()
         self._next_client = 0
@@ -80,10 +87,11 @@ class Broker:
         forwarder = (Forwarder(self.forward, bus.subscribe("forward", 1_000_000), self.spool or Path("spool"))
                      if self.forward else None)
         listener = self._listen()
-        threading.Thread(target=self._accept, args=(listener,), name="ktriage-accept", daemon=True).start()
+        threading.Thread(target=self.unix.accept, args=(listener,), name="ktriage-accept", daemon=True).start()
         for thread in (writer, forwarder):
             if thread:
                 thread.start()
+        self.http = http
         if http is not None:
             http.start(self)
         print(f"ktriage: broker serving on {self.socket_path} (protocol {VERSION})", flush=True)
@@ -109,10 +117,17 @@ class Broker:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.socket_path))
-        os.chown(self.socket_path, 0, self.gid if self.gid is not None else 0)
+        old_umask = os.umask(0o177)  # the socket is born 0600: nobody connects before its group is set
+        try:
+            listener.bind(str(self.socket_path))
+        finally:
+            os.umask(old_umask)
+        # not followed: a symlink planted in place of the socket must not hand its target to the group
+        os.chown(self.socket_path, 0, self.gid if self.gid is not None else 0, follow_symlinks=False)
+        if not stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+            raise UsageError(f"--socket {self.socket_path}: replaced by something else while the broker bound it")
         os.chmod(self.socket_path, 0o660)
-        listener.listen(64)
+        listener.listen(128)
         return listener
 
     def _pump(self, bus: Bus) -> None:
@@ -127,143 +142,138 @@ class Broker:
                     client.offer(events)
             if time.monotonic() - last_expire > 1.0:
                 last_expire = time.monotonic()
-                for client in self._clients():
-                    client.expire(last_expire)
+                self._expire(last_expire)
+
+    def _expire(self, now: float) -> None:
+        """Members past their TTL leave (and the kernel, unless wanted); idle HTTP clients are freed."""
+        for client in self._clients():
+            self._forget(client.expire(now))
+        with self.lock:
+            idle = [c for c in self.clients.values() if c.name.startswith(HTTP_PREFIX) and not c.active
+                    and now - c.last_seen > self.limits.idle_timeout_s]
+        for client in idle:
+            self.drop_client(client)
+
+    # -- clients -------------------------------------------------------------------
 
     def _clients(self) -> list[Client]:
         with self.lock:
             return list(self.clients.values())
 
-    # -- connections ---------------------------------------------------------------
-
     def allowed(self, pid: int, uid: int, gid: int) -> bool:
         return uid == 0 or (self.gid is not None and (gid == self.gid or self.gid in _groups_of(pid)))
 
-    def _accept(self, listener: socket.socket) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def new_client(self, uid: int, name: str | None = None) -> Client:
+    def new_client(self, uid: int) -> Client:
         with self.lock:
             self._next_client += 1
-            client = Client(name or f"client-{self._next_client}", uid, self.queue_capacity)
+            client = Client(f"client-{self._next_client}", uid, self.queue_capacity)
             self.clients[client.name] = client
             return client
 
-    def drop_client(self, client: Client) -> None:
-        for root in list(client.subs):
-            self._release_roots(client, root)
-        client.close()
+    @contextmanager
+    def http_client(self, name: str, uid: int) -> Iterator[Client]:
+        """The HTTP client of that name (made on first use, within Limits.http_clients), busy while in use."""
+        key = HTTP_PREFIX + name
         with self.lock:
-            self.clients.pop(client.name, None)
-
-    def _serve(self, conn: socket.socket) -> None:
-        pid, uid, gid = peer_credentials(conn)
-        if not self.allowed(pid, uid, gid):
-            conn.sendall(encode(ProtocolError("forbidden", f"uid {uid} may not use the broker (root or the "
-                                                            "broker group only)").reply(None)))
-            conn.close()
-            return
-        client = self.new_client(uid)
-        send_lock = threading.Lock()
+            client = self.clients.get(key)
+            if client is None:
+                known = sum(1 for n in self.clients if n.startswith(HTTP_PREFIX))
+                if known >= self.limits.http_clients:
+                    raise ProtocolError("too_many_clients", f"{known} HTTP clients exist, the most there may be: "
+                                                            f"reuse a name, or wait for an idle one to expire")
+                client = self.clients[key] = Client(key, uid, self.queue_capacity)
+            client.active += 1
         try:
-            self._requests(conn, client, send_lock)
-        except OSError as exc:
-            log.debug("%s: connection ended: %s", client.name, exc)
+            yield client
         finally:
-            self.drop_client(client)
-            conn.close()
+            with self.lock:
+                client.active -= 1
+                client.last_seen = time.monotonic()
 
-    def _requests(self, conn: socket.socket, client: Client, send_lock: threading.Lock) -> None:
-        while not self.stopping.is_set():
-            try:
-                frame = read_frame(conn)
-            except ProtocolError as exc:
-                with send_lock:
-                    conn.sendall(encode(exc.reply(None)))
-                continue
-            if frame is None:
-                return
-            reply = self.handle(client, frame, lambda: self._stream(conn, client, send_lock))
-            with send_lock:
-                conn.sendall(encode(reply))
+    def drop_client(self, client: Client) -> None:
+        """Forget client: its queue is closed and the kernel drops every pid no other client wants."""
+        with self.lock:
+            if self.clients.get(client.name) is client:
+                del self.clients[client.name]
+        client.close()
+        self._forget(client.unsubscribe_all())
 
-    def _stream(self, conn: socket.socket, client: Client, send_lock: threading.Lock) -> None:
-        def push() -> None:
-            while not client.closed and not self.stopping.is_set():
-                for item in client.take(0.5, limit=256):
-                    with send_lock:
-                        conn.sendall(encode(item))
-        threading.Thread(target=push, name=f"ktriage-push-{client.name}", daemon=True).start()
+    def _forget(self, pids: list[int]) -> None:
+        """Remove pids from the kernel's targets unless another client still follows them."""
+        if not pids:
+            return
+        assert self.source is not None
+        with self.targets_lock:
+            wanted = set().union(*(c.pids() for c in self._clients()))
+            self.source.sensor.remove_targets([p for p in pids if p not in wanted])
 
     # -- verbs -------------------------------------------------------------------------
 
-    def handle(self, client: Client, frame: dict[str, Any], start_stream: Any = None) -> dict[str, Any]:
-        request_id = frame.get("id")
+    def handle(self, client: Client, frame: dict[str, Any], start_stream: Callable[[], None] | None = None
+               ) -> dict[str, Any]:
+        request_id = frame.get("id") if good_id(frame.get("id")) else None
         try:
             request_id, verb, args = check_request(frame)
-            result = getattr(self, f"_verb_{verb}")(client, args, start_stream)
+            checked = check_args(self.specs[verb], verb, args)
+            result = getattr(self, f"_verb_{verb}")(client, checked, start_stream)
             return {"id": request_id, "ok": True, "result": result}
         except ProtocolError as exc:
             return exc.reply(request_id)
 
-    @staticmethod
-    def _int(args: dict[str, Any], name: str, default: Any = None) -> int:
-        value = args.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ProtocolError("bad_args", f"{name} must be a non-negative integer")
-        return value
-
     def _verb_hello(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
         return {"protocol": VERSION, "server": f"ktriage {__version__}", "client": client.name}
 
-    def _verb_subscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
-        pid = self._int(args, "pid")
-        if not os.path.exists(f"/proc/{pid}"):
-            raise ProtocolError("no_such_process", f"no process {pid}")
-        sub = Subscription(pid, parse_streams(args.get("streams", "all")), self._int(args, "depth", 3),
-                           float(args.get("ttl_s", 120)))
-        if "queue" in args:
-            client.capacity = min(max(self._int(args, "queue"), 1), MAX_QUEUE)
-        tree = {p: d for p, d in descendants({pid}).items() if d <= sub.depth}
-        client.subscribe(sub, tree)
+    def _subscribe(self, client: Client, pids: list[int], args: dict[str, Any]) -> dict[int, int]:
+        """Subscribe client to each (live) pid and its tree within the depth; returns each pid's member count."""
+        if args["queue"] is not None:
+            client.capacity = args["queue"]
+        found = trees(pids, args["depth"])
+        targets: dict[int, int] = {}
+        for tree in found.values():
+            for pid, generation in tree.items():
+                targets[pid] = min(generation, targets.get(pid, generation))
         assert self.source is not None
-        self.source.sensor.set_targets(tree)
-        return {"pid": pid, "streams": sorted(sub.streams), "depth": sub.depth, "members": len(tree)}
+        with self.targets_lock:
+            for pid in pids:
+                client.subscribe(Subscription(pid, args["streams"], args["depth"], args["ttl_s"]), found[pid])
+            try:
+                self.source.sensor.set_targets(targets)
+            except BpfError as exc:
+                raise ProtocolError("kernel_error", f"the kernel refused the targets: {exc}") from None
+        return {pid: len(found[pid]) for pid in pids}
 
-    def _release_roots(self, client: Client, root: int) -> list[int]:
-        gone = client.unsubscribe(root)
-        still = set().union(*(c.pids() for c in self._clients() if c is not client))
-        assert self.source is not None
-        self.source.sensor.remove_targets([p for p in gone if p not in still])
-        return gone
-
-    def _verb_unsubscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
-        pid = self._int(args, "pid")
-        if pid not in client.subs:
-            raise ProtocolError("not_subscribed", f"not subscribed to {pid}")
-        return {"pid": pid, "removed": len(self._release_roots(client, pid))}
-
-    def _verb_set_pids(self, client: Client, args: dict, s: Any) -> dict[str, Any]:
-        pids = args.get("pids")
-        if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
-            raise ProtocolError("bad_args", "pids must be a list of positive integers")
+    @staticmethod
+    def _require_live(pids: list[int]) -> None:
         missing = [p for p in pids if not os.path.exists(f"/proc/{p}")]
         if missing:
-            raise ProtocolError("no_such_process", f"no process {missing}")
-        for root in list(client.subs):
-            self._release_roots(client, root)
-        return {"subscriptions": [self._verb_subscribe(client, dict(args, pid=p), s) for p in pids]}
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ProtocolError("no_such_process", f"no process {', '.join(map(str, missing[:5]))}{more}")
+
+    def _verb_subscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+        self._require_live([args["pid"]])
+        members = self._subscribe(client, [args["pid"]], args)
+        return {"pid": args["pid"], "streams": sorted(args["streams"]), "depth": args["depth"],
+                "members": members[args["pid"]]}
+
+    def _verb_unsubscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+        pid = args["pid"]
+        if pid not in client.subs:
+            raise ProtocolError("not_subscribed", f"not subscribed to {pid}")
+        gone = client.unsubscribe(pid)
+        self._forget(gone)
+        return {"pid": pid, "removed": len(gone)}
+
+    def _verb_set_pids(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+        """Replace every subscription of client by these pids: one /proc walk and one kernel update in all."""
+        pids = args["pids"]
+        self._require_live(pids)
+        self._forget(client.unsubscribe_all())
+        members = self._subscribe(client, pids, args) if pids else {}
+        return {"subscriptions": [{"pid": p, "members": n} for p, n in members.items()],
+                "streams": sorted(args["streams"]), "depth": args["depth"]}
 
     def _verb_get_event(self, client: Client, args: dict, _s: Any) -> list[dict[str, Any]]:
-        timeout = args.get("timeout", 1.0)
-        if not isinstance(timeout, (int, float)) or not 0 <= timeout <= 60:
-            raise ProtocolError("bad_args", "timeout must be 0..60 seconds")
-        return client.take(float(timeout), self._int(args, "max", 1))
+        return client.take(args["timeout"], args["max"], budget=_REPLY_BUDGET)
 
     def _verb_stream(self, client: Client, args: dict, start_stream: Any) -> dict[str, Any]:
         if start_stream is None:
@@ -277,12 +287,20 @@ class Broker:
         clients = [c.stats() for c in self._clients()]
         return {"uptime_s": round(time.monotonic() - self.started, 3), "events": self.events,
                 "subscriptions": sum(c["subscriptions"] for c in clients), "client": client.stats(),
-                "clients": clients, "stages": {"kernel_sent": sum(sent.values()), "kernel_lost": sum(lost.values()),
-                                               "decode_errors": self.source.decoder.errors,
-                                               "client_dropped": sum(c["dropped"] for c in clients)}}
+                "clients": clients, "kernel_targets": self.source.sensor.target_count(),
+                "connections": self._connection_stats(), "limits": self.limits.as_dict(),
+                "stages": {"kernel_sent": sum(sent.values()), "kernel_lost": sum(lost.values()),
+                           "decode_errors": self.source.decoder.errors,
+                           "client_dropped": sum(c["dropped"] for c in clients)}}
+
+    def _connection_stats(self) -> dict[str, int]:
+        out = self.unix.stats()
+        if self.http is not None:
+            out.update({f"http_{k}": v for k, v in self.http.stats().items()})
+        return out
 
     def _verb_query_image(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
-        pid = self._int(args, "pid")
+        pid = args["pid"]
         assert self.source is not None and self.source.decoder is not None
         image = self.source.decoder.procs.images.get(pid) or read_exe(pid)
         if not image:

@@ -42,6 +42,7 @@ _SIGNATURES = {
     "bpf_map_update_elem": (_c.c_int, [_c.c_int, _vp, _vp, _c.c_uint64]),
     "bpf_map_lookup_elem": (_c.c_int, [_c.c_int, _vp, _vp]),
     "bpf_map_delete_elem": (_c.c_int, [_c.c_int, _vp]),
+    "bpf_map_get_next_key": (_c.c_int, [_c.c_int, _vp, _vp]),
     "ring_buffer__new": (_vp, [_c.c_int, RingCallback, _vp, _vp]),
     "ring_buffer__poll": (_c.c_int, [_vp, _c.c_int]),
     "ring_buffer__consume": (_c.c_int, [_vp]),
@@ -144,6 +145,18 @@ class Map:
         if lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
             return None
         return out.raw
+
+    def keys(self, key_size: int, most: int) -> set[bytes]:
+        """The map's keys, at most most of them. A key deleted while we walk restarts the kernel's walk
+        from the first key: the walk then stops at the first key seen twice, so it can miss some."""
+        found: set[bytes] = set()
+        prev, key = None, _c.create_string_buffer(key_size)
+        while len(found) < most and lib().bpf_map_get_next_key(self.fd, prev, key) == 0:
+            if key.raw in found:
+                break
+            found.add(key.raw)
+            prev = _c.create_string_buffer(key.raw, key_size)
+        return found
 
 
 class BpfObject:

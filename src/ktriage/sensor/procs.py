@@ -64,21 +64,39 @@ class ProcessTable:
         self.parents.pop(pid, None)
 
 
-def descendants(roots: set[int]) -> dict[int, int]:
-    """The given pids and every live process below them, from /proc: pid -> generation."""
+def children_map() -> dict[int, list[int]]:
+    """Every live process's children, from one walk of /proc: ppid -> pids."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         ppid = read_ppid(int(name)) if name.isdigit() else None
         if ppid is not None:
             children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def _below(children: dict[int, list[int]], roots: set[int], depth: int) -> dict[int, int]:
     found, todo = dict.fromkeys(roots, 0), list(roots)
     while todo:
         parent = todo.pop()
+        if found[parent] >= depth:
+            continue
         for child in children.get(parent, ()):
             if child not in found:
                 found[child] = found[parent] + 1
                 todo.append(child)
     return found
+
+
+def descendants(roots: set[int]) -> dict[int, int]:
+    """The given pids and every live process below them, from /proc: pid -> generation."""
+    return _below(children_map(), roots, 1 << 62)
+
+
+def trees(roots: list[int], depth: int) -> dict[int, dict[int, int]]:
+    """For each root, itself and the live processes at most depth generations below it (pid -> generation),
+    from one walk of /proc whatever the number of roots."""
+    children = children_map()
+    return {root: _below(children, {root}, depth) for root in roots}
 
 
 def tgid_of(tid: int) -> int:

@@ -113,6 +113,11 @@ class Sensor:
         for pid in pids:
             targets.delete(_U32.pack(pid))
 
+    def target_count(self) -> int:
+        """How many processes the kernel follows now (its targets map)."""
+        assert self.obj is not None
+        return len(self.obj.map("targets").keys(_U32.size, 1 << 20))
+
     def poll(self, timeout_ms: int) -> list[bytes]:
         assert self.ring is not None
         return self.ring.poll(timeout_ms)
