@@ -21,9 +21,9 @@ from typing import Any
 # Pragmas that only read, asked without an argument.
 READ_PRAGMAS = frozenset({
     "application_id", "collation_list", "compile_options", "data_version", "database_list", "encoding",
-    "freelist_count", "function_list", "integrity_check", "journal_mode", "module_list", "page_count",
-    "page_size", "pragma_list", "quick_check", "schema_version", "table_list", "user_version",
-})
+    "freelist_count", "function_list", "journal_mode", "module_list", "page_count", "page_size", "pragma_list",
+    "schema_version", "table_list", "user_version",
+})  # not integrity_check / quick_check: one opcode that walks the whole file, past any time limit
 # Pragmas that only read whatever their argument (a table or index name).
 NAMED_PRAGMAS = frozenset({"foreign_key_list", "index_info", "index_list", "index_xinfo", "table_info",
                            "table_xinfo"})

@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ktriage.ui.replies import error
@@ -66,7 +66,7 @@ class Guard:
         else:
             await self.app(scope, receive, send_with_headers)
 
-    def refusal(self, scope: Scope) -> Any:
+    def refusal(self, scope: Scope) -> Response | None:
         headers = Headers(scope=scope)
         host = headers.get("host", "").lower()
         origin = headers.get("origin")

@@ -13,6 +13,7 @@ the server's files is refused (store/pgguard.py).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -85,8 +86,13 @@ def _time_limit(limits: Limits) -> str:
 # SQLite ----------------------------------------------------------------------------------------------------------
 
 def _run_sqlite(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
+    """The progress handler stops the statement between opcodes; the watchdog's sqlite3_interrupt also
+    stops the long loops inside one opcode that check for it (counting a table, sorting)."""
     printf = sqlguard.bound(db.conn, limits.value_bytes)
     db.set_time_limit(limits.seconds)
+    watchdog = threading.Timer(limits.seconds, db.conn.interrupt)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         cur = db.execute(sql)
         columns = [d[0] for d in cur.description or ()]
@@ -95,6 +101,8 @@ def _run_sqlite(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
         raise SqlFailed(_sqlite_reason(exc, printf.refused, limits)) from exc
     except MemoryError as exc:  # SQLite's heap limit (sqlguard.limit_process_heap) reached
         raise SqlFailed("query failed: out of memory (the UI's limit on SQLite's memory)") from exc
+    finally:
+        watchdog.cancel()
 
 
 def _sqlite_reason(exc: sqlite3.Error, printf_refused: str | None, limits: Limits) -> str:

@@ -3,8 +3,11 @@
 const app = document.getElementById("app");
 let timer = null;
 
+// A value JSON cannot hold comes as {"$type": T, "value": text}: a blob as hex, inf/nan, PostgreSQL types.
+function isMarked(v) { return v !== null && typeof v === "object" && "$type" in v; }
+function shown(v) { return isMarked(v) ? (v.$type === "blob" ? `x'${v.value}'` : v.value) : v; }
 function esc(v) {
-  return String(v ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+  return String(shown(v) ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
 function time(ns) { return ns ? new Date(Number(BigInt(ns) / 1000000n)).toISOString().replace("T", " ") : ""; }
 function sev(n) { return `<span class="sev sev-${esc(n)}">${esc(n)}</span>`; }
@@ -37,13 +40,8 @@ async function api(path, params = {}) {
   if (!body.ok) throw new Error(`${body.error.code}: ${body.error.message}`);
   return body.result;
 }
-// A value JSON cannot hold comes as {"$type": T, "value": text}: a blob as hex, inf/nan, PostgreSQL types.
 function cell(v) {
-  if (v !== null && typeof v === "object" && "$type" in v) {
-    const text = v.$type === "blob" ? `x'${v.value}'` : v.value;
-    return `<td class="marked" title="${esc(v.$type)}">${esc(text)}</td>`;
-  }
-  return `<td>${esc(v)}</td>`;
+  return isMarked(v) ? `<td class="marked" title="${esc(v.$type)}">${esc(v)}</td>` : `<td>${esc(v)}</td>`;
 }
 function fail(e) { app.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 function params() { return new URLSearchParams(location.hash.split("?")[1] || ""); }
