@@ -5,56 +5,18 @@ test-artifacts/ui/."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import Recording, generate, ktriage
+from uiserver import UiServer, is_error_shape
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"
 WINDOWS = Path(os.environ.get("KTRIAGE_WINDOWS_DATA",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "windows"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Ui:
-    def __init__(self, db: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "ktriage", "ui", "--db", db, "--listen",
-                                      f"127.0.0.1:{self.port}"], stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.base + "/api/meta", timeout=2).close()
-                return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        raise AssertionError("the UI did not start: " + self.proc.stderr.read())
-
-    def get(self, path: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +58,9 @@ def _wait(driver, css: str, timeout: float = 15):
 def test_detection_to_chain_to_process_tree(attack_db: str, browser) -> None:
     from selenium.webdriver.common.by import By
 
-    ui = Ui(attack_db)
+    ui = UiServer(attack_db)
     try:
-        browser.get(ui.base + "/#/")
+        browser.get(ui.url + "#/")
         _wait(browser, "#detections tbody tr.clickable")
         names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#detections td.name")]
         assert {"THREAD_HIJACK_INTENT", "WX_MEMORY", "FILELESS_EXECUTION"} <= set(names)
@@ -136,23 +98,34 @@ def test_detection_to_chain_to_process_tree(attack_db: str, browser) -> None:
 def test_search_and_sql_box(attack_db: str, browser) -> None:
     from selenium.webdriver.common.by import By
 
-    ui = Ui(attack_db)
+    ui = UiServer(attack_db)
     try:
-        browser.get(ui.base + "/#/search?q=memfd")
+        browser.get(ui.url + "#/search?q=memfd")
         _wait(browser, "#results tr td")
         assert "memfd" in browser.find_element(By.ID, "results").text
-        browser.get(ui.base + "/#/sql")
+        assert "token" not in browser.current_url, "the token leaves the address bar once it is kept"
+        browser.get(ui.base + "/#/sql")  # the same tab: the token is in its sessionStorage
         _wait(browser, "#sql textarea")
         browser.find_element(By.CSS_SELECTOR, "#sql button").click()
         _wait(browser, "#sql-result th")
         assert "FILELESS_EXECUTION" in browser.find_element(By.ID, "sql-result").text
         browser.save_screenshot(str(ARTIFACTS / "5-sql.png"))
+        box = browser.find_element(By.CSS_SELECTOR, "#sql textarea")
+        box.clear()
+        box.send_keys("select x'00ff' as b, 1e999 as f")
+        browser.find_element(By.CSS_SELECTOR, "#sql button").click()
+        _wait(browser, "#sql-result td.marked")
+        assert [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#sql-result td")] == ["x'00ff'", "inf"]
+        browser.execute_script("sessionStorage.clear()")
+        browser.get(ui.base + "/#/")  # no token: the page says where to get it, and shows no data
+        _wait(browser, "p.error")
+        assert "open the URL that `ktriage ui` printed" in browser.find_element(By.CSS_SELECTOR, "p.error").text
     finally:
         ui.close()
 
 
 def test_api_error_shape_and_writes_refused(attack_db: str) -> None:
-    ui = Ui(attack_db)
+    ui = UiServer(attack_db)
     try:
         for path, status, code in (("/api/nope", 404, "not_found"), ("/api/process", 400, "bad_parameter"),
                                    ("/api/detection?id=detection/x%231", 404, "not_found"),
@@ -160,14 +133,12 @@ def test_api_error_shape_and_writes_refused(attack_db: str) -> None:
             got_status, body = ui.get(path)
             assert (got_status, set(body), set(body["error"]), body["error"]["code"]) == (
                 status, {"ok", "error"}, {"code", "message"}, code), path
-        req = urllib.request.Request(ui.base + "/api/detections", method="POST", data=b"{}")
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=10)
-        assert err.value.code == 405 and json.loads(err.value.read())["error"]["code"] == "method_not_allowed"
-        status, body = ui.get("/api/sql?q=" + urllib.request.quote("DELETE FROM detection"))
+        status, body, _ = ui.request("/api/detections", method="POST")
+        assert status == 405 and body["error"]["code"] == "method_not_allowed"
+        status, body = ui.sql("DELETE FROM detection")
         assert status == 400 and body["error"]["code"] == "query_failed"
-        status, body = ui.get("/api/sql?q=" + urllib.request.quote(
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"))
+        status, body = ui.sql(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
         assert status == 400 and "time limit" in body["error"]["message"]
         status, body = ui.get("/api/meta")
         assert status == 200 and body["result"]["counts"]["detection"] > 0
@@ -182,9 +153,9 @@ def test_windows_database_and_a_live_recording(root: None, browser, tmp_path) ->
         pytest.skip(f"no Windows samples at {WINDOWS}")
     win = tmp_path / "win.db"
     assert ktriage("ingest", str(WINDOWS / "EVTX-ATTACK-SAMPLES" / "Credential Access"), "--db", str(win)).returncode == 0
-    ui = Ui(str(win))
+    ui = UiServer(str(win))
     try:
-        browser.get(ui.base + "/#/?min_severity=6")
+        browser.get(ui.url + "#/?min_severity=6")
         _wait(browser, "#detections tbody tr.clickable")
         assert "LSASS_MEMORY_ACCESS" in browser.find_element(By.ID, "detections").text
         browser.save_screenshot(str(ARTIFACTS / "6-windows.png"))
@@ -192,9 +163,9 @@ def test_windows_database_and_a_live_recording(root: None, browser, tmp_path) ->
         ui.close()
     live = tmp_path / "live.db"
     rec = Recording(live)
-    ui = Ui(str(live))
+    ui = UiServer(str(live))
     try:
-        browser.get(ui.base + "/#/")
+        browser.get(ui.url + "#/")
         _wait(browser, "#detections")
         generate("wx_memory")  # detected while the page is open: the list updates by itself
         deadline = time.monotonic() + 20

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -48,19 +49,38 @@ def open_store(target: str) -> Store:
 
 
 class ReadOnly:
-    """A read-only connection with one parameter style (``?``) for both databases."""
+    """A read-only connection with one parameter style (``?``) for both databases.
+
+    SQLite: opened read-only, guarded by an authorizer (store/sqlguard.py). PostgreSQL: every
+    transaction is READ ONLY and statements stop after READ_TIMEOUT_MS (set_time_limit changes both)."""
 
     def __init__(self, target: str) -> None:
         self.postgres = is_postgres(target)
         self.name = redact(target)
+        self._time_limit_s: float | None = None
+        self._deadline = 0.0
         if self.postgres:
             self.conn: Any = connect(target, autocommit=True)
+            self.conn.read_only = True
             self.conn.execute("SET default_transaction_read_only = on")
             self.conn.execute(f"SET statement_timeout = {READ_TIMEOUT_MS}")
         else:
             self.conn = sqlite_readonly(target)
 
+    def set_time_limit(self, seconds: float) -> None:
+        """Stop each later statement (with the rows read from it) after seconds."""
+        self._time_limit_s = seconds
+        if self.postgres:
+            self.conn.execute(f"SET statement_timeout = {int(seconds * 1000)}")
+        else:
+            self.conn.set_progress_handler(self._past_deadline, 10_000)
+
+    def _past_deadline(self) -> int:
+        return int(time.monotonic() > self._deadline)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._time_limit_s is not None:
+            self._deadline = time.monotonic() + self._time_limit_s
         if self.postgres:
             sql = sql.replace("%", "%%").replace("?", "%s") if params else sql
         return self.conn.execute(sql, params) if params else self.conn.execute(sql)

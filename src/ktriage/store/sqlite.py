@@ -16,9 +16,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from ktriage.errors import StoreError
-from ktriage.store import schema
+from ktriage.store import schema, sqlguard
 
 log = logging.getLogger(__name__)
 _MAGIC = b"SQLite format 3\0"
@@ -250,13 +251,54 @@ class SqliteStore:
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection that can only read the main database (store/sqlguard.py), also on read-only media."""
     p = Path(path)
     if not p.is_file():
         raise StoreError(f"{p}: no such database file")
     try:
-        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        db = _connect_readonly(p)
         db.execute("PRAGMA query_only=1")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{p}: {exc}") from exc
+    sqlguard.guard(db)
     return db
+
+
+def _readonly_uri(path: Path, **params: str) -> str:
+    return f"{path.resolve().as_uri()}?{urlencode({'mode': 'ro', **params})}"
+
+
+def _writable_location(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A WAL database needs its -shm (and -wal) to be read; on read-only media (an evidence image mounted
+    ro) they cannot be created. Measured on a ro mount: with both present, mode=ro reads everything;
+    immutable=1 ignores the -wal (its transactions vanish), so it is used only when there is no -wal;
+    with a -wal but no -shm, the unix-none VFS in exclusive locking mode reads the -wal into memory."""
+    if _writable_location(path):
+        return sqlite3.connect(_readonly_uri(path), uri=True)
+    if not Path(f"{path}-wal").exists():
+        _say_once(path, "opened immutable (nothing may change it while it is read)")
+        return sqlite3.connect(_readonly_uri(path, immutable="1"), uri=True)
+    db = sqlite3.connect(_readonly_uri(path), uri=True)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    _say_once(path, "its -wal is read into memory, without locks (nothing may change it while it is read)")
+    db = sqlite3.connect(_readonly_uri(path, vfs="unix-none"), uri=True)
+    db.execute("PRAGMA locking_mode=EXCLUSIVE")
+    return db
+
+
+_announced: set[Path] = set()
+
+
+def _say_once(path: Path, how: str) -> None:
+    if path not in _announced:
+        _announced.add(path)
+        log.warning("%s is on read-only media or not writable: %s", path, how)

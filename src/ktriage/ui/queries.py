@@ -1,11 +1,9 @@
-"""The UI's reads: detections, an event and its chain, a process view, search,
-and the bounded read-only SQL box. Values are always parameters; table and
+"""The UI's reads: detections, an event and its chain, a process view and search
+(the SQL box is ui/sqlbox.py). Values are always parameters; table and
 column names come only from the event model."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -162,25 +160,6 @@ def search(db: ReadOnly, text: str, limit: int = 200) -> list[dict[str, Any]]:
                         "summary": summary(ev)})
     out.sort(key=lambda e: e["ts"] or 0, reverse=True)
     return out[:limit]
-
-
-def run_sql(db: ReadOnly, sql: str, time_limit_s: float, row_limit: int) -> dict[str, Any]:
-    """The SQL box: read-only, stopped after time_limit_s, at most row_limit rows (and it says so)."""
-    if db.postgres:
-        db.execute(f"SET statement_timeout = {int(time_limit_s * 1000)}")
-    else:
-        deadline = time.monotonic() + time_limit_s
-        db.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-    try:
-        cur = db.execute(sql)
-        columns = [d[0] for d in cur.description or ()]
-        rows = cur.fetchmany(row_limit + 1) if columns else []
-    except sqlite3.OperationalError as exc:
-        if "interrupted" in str(exc):
-            raise sqlite3.OperationalError(f"query stopped after {time_limit_s:g} s (the SQL box's time limit)") from exc
-        raise
-    return {"columns": columns, "rows": [list(r) for r in rows[:row_limit]], "truncated": len(rows) > row_limit,
-            "row_limit": row_limit}
 
 
 def meta(db: ReadOnly) -> dict[str, Any]:

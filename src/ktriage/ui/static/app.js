@@ -3,8 +3,11 @@
 const app = document.getElementById("app");
 let timer = null;
 
+// A value JSON cannot hold comes as {"$type": T, "value": text}: a blob as hex, inf/nan, PostgreSQL types.
+function isMarked(v) { return v !== null && typeof v === "object" && "$type" in v; }
+function shown(v) { return isMarked(v) ? (v.$type === "blob" ? `x'${v.value}'` : v.value) : v; }
 function esc(v) {
-  return String(v ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+  return String(shown(v) ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
 function time(ns) { return ns ? new Date(Number(BigInt(ns) / 1000000n)).toISOString().replace("T", " ") : ""; }
 function sev(n) { return `<span class="sev sev-${esc(n)}">${esc(n)}</span>`; }
@@ -17,11 +20,28 @@ function technique(t) {
   return (t || "").split(",").filter(Boolean).map(id =>
     `<a class="technique" href="https://attack.mitre.org/techniques/${id.replace(".", "/")}/" target="_blank" rel="noopener">${esc(id)}</a>`).join(" ");
 }
+// The per-start token comes once in the page's URL (?token=…, printed by `ktriage ui`); it is kept in this
+// tab's sessionStorage, removed from the address bar, and sent as a header on every API call.
+const TOKEN_KEY = "ktriage-token";
+(function takeToken() {
+  const url = new URL(location.href);
+  const token = url.searchParams.get("token");
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+})();
 async function api(path, params = {}) {
-  const res = await fetch(`/api/${path}?${new URLSearchParams(params)}`);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) throw new Error("no token: open the URL that `ktriage ui` printed (it ends in ?token=…)");
+  const res = await fetch(`/api/${path}?${new URLSearchParams(params)}`,
+                          {headers: {"X-Ktriage-Token": token}, credentials: "omit", cache: "no-store"});
   const body = await res.json();
   if (!body.ok) throw new Error(`${body.error.code}: ${body.error.message}`);
   return body.result;
+}
+function cell(v) {
+  return isMarked(v) ? `<td class="marked" title="${esc(v.$type)}">${esc(v)}</td>` : `<td>${esc(v)}</td>`;
 }
 function fail(e) { app.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 function params() { return new URLSearchParams(location.hash.split("?")[1] || ""); }
@@ -118,16 +138,17 @@ async function searchView() {
 }
 
 async function sqlView() {
-  app.innerHTML = `<h2>SQL <small>read-only, 3 s limit, 1000 rows</small></h2>
+  app.innerHTML = `<h2>SQL <small>read-only, 3 s limit, 1000 rows, 4 MiB</small></h2>
     <form id="sql"><textarea name="q" rows="5">${esc(params().get("q") || "select name, count(*) from detection group by name order by 2 desc")}</textarea><button>run</button></form>
     <p id="sql-note"></p><table id="sql-result"></table>`;
   document.getElementById("sql").onsubmit = async ev => {
     ev.preventDefault();
     try {
       const r = await api("sql", {q: ev.target.q.value});
-      document.getElementById("sql-note").textContent = r.truncated ? `first ${r.row_limit} rows shown` : `${r.rows.length} rows`;
+      const cut = {rows: `first ${r.row_limit} rows shown`, bytes: `first ${r.rows.length} rows shown (the ${r.byte_limit} byte limit)`};
+      document.getElementById("sql-note").textContent = r.truncated ? cut[r.truncated] : `${r.rows.length} rows`;
       document.getElementById("sql-result").innerHTML = `<tr>${r.columns.map(c => `<th>${esc(c)}</th>`).join("")}</tr>` +
-        r.rows.map(row => `<tr>${row.map(v => `<td>${esc(v)}</td>`).join("")}</tr>`).join("");
+        r.rows.map(row => `<tr>${row.map(cell).join("")}</tr>`).join("");
     } catch (e) { document.getElementById("sql-note").innerHTML = `<span class="error">${esc(e.message)}</span>`; }
   };
 }
