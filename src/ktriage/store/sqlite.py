@@ -258,6 +258,7 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     try:
         db = _connect_readonly(p)
         db.execute("PRAGMA query_only=1")
+        db.execute("PRAGMA trusted_schema=OFF")  # a given file's views and triggers call no risky function
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{p}: {exc}") from exc
