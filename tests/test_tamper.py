@@ -170,3 +170,100 @@ def test_sigkill_of_watchdog_then_sensor_is_named_at_the_next_start(tmp_path: Pa
     assert gone and gone[0]["actor_pid"] == first, "the sensor saw its watchdog killed"
     assert len(rows) == 1 and rows[0]["image"] == KILL and "SIGKILL" in rows[0]["reason"]
     assert "SIGKILL" in _run(db)["end_reason"]
+
+
+def test_targets_of_a_pid_recording_cannot_be_rewritten(tmp_path: Path) -> None:
+    victim = subprocess.Popen(["/bin/sleep", "60"])
+    rec = Recording(tmp_path / "targets.db", "--pid", str(victim.pid))
+    try:
+        targets = own_objects(rec.proc.pid)["targets"]
+        key = [str(b) for b in struct.pack("<I", victim.pid)]
+        start = time.monotonic()
+        deleter, del_status, del_err = run_attacker([BPFTOOL, "map", "delete", "id", str(targets), "key", *key])
+        adder, add_status, _ = run_attacker([BPFTOOL, "map", "update", "id", str(targets), "key",
+                                             *[str(b) for b in struct.pack("<I", os.getpid())], "value", *["0"] * 8])
+        rows, delay = wait_detection(rec, TAMPER + " AND pid IN (?, ?)", (deleter, adder), start)
+        rows = rec.wait_rows(TAMPER + " AND pid IN (?, ?)", (deleter, adder), count=2)
+        print(f"\ntargets delete/update in a --pid recording: detected after {delay:.3f} s")
+        ops = {r["trigger_id"]: r for r in rows}
+        events = rec.rows("SELECT op, name, result, pid FROM module WHERE target_is_sensor=1 ORDER BY seq")
+    finally:
+        rec.stop()
+        victim.kill()
+    assert del_status != 0 and add_status != 0 and "Operation not permitted" in del_err
+    assert len(ops) == 2 and {r["image"] for r in rows} == {BPFTOOL}
+    assert {(e["op"], e["name"], e["result"]) for e in events if e["pid"] in (deleter, adder)} == {
+        ("bpf_map_delete_elem", "targets", -1), ("bpf_map_update_elem", "targets", -1)}
+    assert delay < 2
+
+
+def test_link_detach_attempt_is_detected(tmp_path: Path) -> None:
+    rec = Recording(tmp_path / "link.db")
+    try:
+        link = min(own_objects(rec.proc.pid, "link").values())
+        start = time.monotonic()
+        pid, status, err = run_attacker([BPFTOOL, "link", "detach", "id", str(link)])
+        rows, delay = wait_detection(rec, TAMPER + " AND pid=?", (pid,), start)
+        event = rec.rows("SELECT op, bpf_object, result FROM module WHERE pid=? AND target_is_sensor=1", (pid,))
+        print(f"\nlink detach ({err.strip()}): detected after {delay:.3f} s")
+    finally:
+        rec.stop()
+    assert len(rows) == 1 and rows[0]["image"] == BPFTOOL
+    assert [(e["op"], e["bpf_object"]) for e in event] == [("bpf_link_detach", f"link {link}")]
+    assert delay < 2
+
+
+def test_benign_bpftool_listing_and_foreign_maps_are_not_tamper(tmp_path: Path) -> None:
+    pin = Path("/sys/fs/bpf/ktriage-test-foreign")
+    rec = Recording(tmp_path / "benign.db")
+    try:
+        listing = [run_attacker([BPFTOOL, what, "list"])[0] for what in ("prog", "map", "link")]
+        subprocess.run([BPFTOOL, "map", "create", str(pin), "type", "array", "key", "4", "value", "4",
+                        "entries", "1", "name", "foreign"], check=True)
+        own = run_attacker([BPFTOOL, "map", "update", "pinned", str(pin), "key", "0", "0", "0", "0",
+                            "value", "1", "0", "0", "0"])
+        dump = run_attacker([BPFTOOL, "map", "dump", "id", str(own_objects(rec.proc.pid)["kt_cfg"])])
+        read = rec.wait_rows("SELECT * FROM detection WHERE name='SENSOR_STATE_READ' AND pid=?", (dump[0],))
+        time.sleep(1)
+        tamper = rec.rows(TAMPER)
+    finally:
+        rec.stop()
+        pin.unlink(missing_ok=True)
+    assert own[1] == 0 and dump[1] == 0
+    assert tamper == [], [dict(r) for r in tamper]
+    assert len(read) == 1 and read[0]["severity"] == 4, "reading the sensor's maps is reconnaissance, weak signal"
+    assert not rec.rows("SELECT 1 FROM detection WHERE pid IN (?, ?, ?, ?)", (*listing, own[0]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_parent_stopping_the_recorder_is_not_tamper(tmp_path: Path, sig: int) -> None:
+    db = tmp_path / "clean.db"
+    rec = Recording(db)
+    watchdog = subprocess.run(["pgrep", "-P", str(rec.proc.pid)], capture_output=True, text=True).stdout.split()
+    rec.stop(sig)
+    time.sleep(0.5)
+    run = _run(db)
+    assert rec.rows(TAMPER) == []
+    assert run["ended"] is not None and run["end_reason"] is None and run["pid"] == rec.proc.pid
+    assert len(watchdog) == 1 and not Path(f"/proc/{watchdog[0]}").exists(), "the watchdog left with the sensor"
+    again = Recording(db)
+    again.stop()
+    assert again.rows(TAMPER) == [], "a clean end is not reported at the next start"
+
+
+def test_run_bookkeeping_of_abnormal_ends(db_target: str) -> None:
+    from ktriage.store.access import open_store
+
+    store = open_store(db_target)
+    try:
+        run = store.begin_run("h1", "ebpf", "6.x", "0", "ktriage record", {})
+        store.set_run_process(run, 4242, 777)
+        assert store.open_runs("h1") == [(run, 4242, 777, store.open_runs("h1")[0][3])]
+        assert store.open_runs("h2") == []
+        assert store.end_run_abnormally(run, "killed by SIGKILL")
+        assert not store.end_run_abnormally(run, "again"), "an ended run keeps its first end"
+        assert store.open_runs("h1") == []
+    finally:
+        store.close()
+    reopened = open_store(db_target)  # the added columns exist once: migration is idempotent
+    reopened.close()

@@ -77,6 +77,7 @@ class LiveSource:
         if self.engine is not None:
             self.tamper = TamperMonitor(self.host, self.source, Guard(self.sensor), self.marks, os.getpid(),
                                         self.next_detection_seq)
+        self._last_poll = time.monotonic_ns()
 
     def next_detection_seq(self) -> int:
         """The next seq of the detection stream (shared by the rules and the state checks)."""
@@ -94,11 +95,11 @@ class LiveSource:
         events = sorted((e for e in decoded if e["pid"] != own), key=live_order)
         self.own_events += len(decoded) - len(events)
         now = time.monotonic_ns()
-        stalled = self._last_poll and now - self._last_poll > STALL_NS + timeout_ms * 1_000_000
+        stalled = now - self._last_poll > STALL_NS + timeout_ms * 1_000_000
         self._last_poll = now
         if self.engine is not None:
             events += self.engine.process_many(events)
-            events += self._integrity(force=timeout_ms == 0 or bool(stalled))
+            events += self._integrity(force=timeout_ms == 0 or stalled)
         for ev in events:
             self.counts[ev["family"]] += 1
         return events

@@ -88,10 +88,16 @@ class Watchdog:
         self.stop_reported = False
 
     def loop(self) -> None:
-        while self._read_pipe():
+        while self._read_pipe() and not self._kill_seen():
             self._check_stop()
         if not self.clean:
             self._sensor_died()
+
+    def _kill_seen(self) -> bool:
+        """A SIGKILL to the sensor: report now, not once its exit (seconds: every BPF link is torn down) closes
+        the pipe."""
+        mark = self.marks.mark(self.sensor, signal.SIGKILL) if self.marks else None
+        return mark is not None and mark.ts_boot >= self.started_boot
 
     def _read_pipe(self) -> bool:
         """False once the recorder closed its end (clean or not)."""
@@ -139,9 +145,6 @@ class Watchdog:
         return stops[-1] if stops else None
 
     def _sensor_died(self) -> None:
-        deadline = time.monotonic() + 5
-        while _alive(self.sensor) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the pipe closes as it dies: let the kernel finish
         marks = self.marks.marks(self.sensor) if self.marks else []
         mark = last_fatal(marks, self.started_boot)
         reason = death_reason(f"sensor (pid {self.sensor})", mark)
@@ -165,11 +168,6 @@ class Watchdog:
                 print(f"ktriage-wd: cannot write to {self.db} ({exc}): the stopped sensor may hold its write "
                       f"lock; retrying", file=sys.stderr, flush=True)
                 time.sleep(RETRY_S)
-
-
-def _alive(pid: int) -> bool:
-    found = state_and_start(pid)
-    return found is not None and found[0] != "Z"
 
 
 def _detach_from_job_control() -> None:

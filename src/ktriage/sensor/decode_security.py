@@ -151,7 +151,10 @@ def bpf_tamper(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) 
     out = dict(ev, op="bpf_" + BPF_CMDS.get(rec["cmd"], str(rec["cmd"])),
                name=d.own_objects.get((rec["obj_type"], rec["obj_id"])), bpf_object=f"{kind} {rec['obj_id']}",
                target_is_sensor=1, result=rec["result"])
-    return [d.enrich(out)]
+    out = d.enrich(out)
+    if s["exe"]:  # the kernel's word: the actor may be outside the target set, or gone already
+        out["image"] = s["exe"].decode("utf-8", "backslashreplace")
+    return [out]
 
 
 BUILDERS = {"access": access, "memory": memory, "module": module, "api": api, "signal": signal,

@@ -327,7 +327,7 @@ LAYOUTS: tuple[Layout, ...] = (
             Field("obj_id", "u32"),  # the object's kernel id
             Field("result", "s32"),
         ),
-        (),
+        ("exe",),  # the actor's executable, from the kernel: it need not be a target nor still alive
         "another process's bpf() command on one of ktriage's own maps, programs or links (whatever the target set)",
     ),
 )

@@ -92,14 +92,14 @@ class MarkReader:
     def map_id(self) -> int:
         return int(fdinfo(self.fd).get("map_id", "0"))
 
+    def mark(self, tgid: int, sig: int) -> SignalMark | None:
+        raw = lookup_fd(self.fd, layouts.SIGMARK_KEY_STRUCT.pack(tgid, sig), layouts.SIGMARK_STRUCT.size)
+        return None if raw is None else _mark(tgid, raw)
+
     def marks(self, tgid: int) -> list[SignalMark]:
         """Every mark kept for tgid, oldest first."""
-        out = []
-        for sig in range(1, 65):
-            raw = lookup_fd(self.fd, layouts.SIGMARK_KEY_STRUCT.pack(tgid, sig), layouts.SIGMARK_STRUCT.size)
-            if raw is not None:
-                out.append(_mark(tgid, raw))
-        return sorted(out, key=lambda m: m.ts_boot)
+        found = (self.mark(tgid, sig) for sig in range(1, 65))
+        return sorted((m for m in found if m is not None), key=lambda m: m.ts_boot)
 
     def close(self) -> None:
         if self.fd >= 0:

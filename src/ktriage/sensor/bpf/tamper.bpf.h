@@ -9,6 +9,7 @@
 #include "common.h"
 
 #define SIGCHLD 17
+#define SIGCONT 18
 #define SIGURG 23
 #define SIGWINCH 28
 #define SI_KERNEL 0x80
@@ -65,7 +66,8 @@ static __always_inline int sigmark(int sig, struct kernel_siginfo *info, __u32 t
 	if (!c || !is_ktriage(c, tgid))
 		return 0;
 	__u64 pt = bpf_get_current_pid_tgid();
-	if (result != TRACE_SIGNAL_DELIVERED || sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH
+	/* a SIGCONT resumes a stopped process even when it is "ignored" (no handler): its time ends a stop */
+	if ((result != TRACE_SIGNAL_DELIVERED && sig != SIGCONT) || sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH
 	    || is_ktriage(c, pt >> 32))
 		return 0;
 	__u32 zero = 0;
@@ -164,6 +166,10 @@ static __always_inline int bpf_tamper_exit(struct trace_event_raw_sys_exit *ctx,
 	r->obj_type = type;
 	r->obj_id = key.id;
 	r->result = ctx->ret;
+	r->size = sizeof(*r);
+	struct file *exe = BPF_CORE_READ(bpf_get_current_task_btf(), mm, exe_file);
+	if (exe)
+		r->size = put_path((void *)r, sizeof(*r), __builtin_preserve_access_index(&exe->f_path), 0, &r->exe_len);
 	emit_record(r, KT_FAM_MODULE, true);
 	return 0;
 }
