@@ -267,3 +267,15 @@ def test_run_bookkeeping_of_abnormal_ends(db_target: str) -> None:
         store.close()
     reopened = open_store(db_target)  # the added columns exist once: migration is idempotent
     reopened.close()
+
+
+def test_sigkill_by_the_parent_closes_the_run_without_tamper(tmp_path: Path) -> None:
+    db = tmp_path / "parentkill.db"
+    rec = Recording(db)
+    rec.proc.kill()  # the test is the recorder's parent: like systemd's final SIGKILL after a stop timeout
+    rec.proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while _run(db)["ended"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "not tamper" in (_run(db)["end_reason"] or "")
+    assert rec.rows(TAMPER) == []

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from ktriage.detect.tamper import death_reason, detection, last_fatal, mark_evidence
 from ktriage.errors import KtriageError
-from ktriage.sensor.procs import state_and_start
+from ktriage.sensor.procs import read_ppid, state_and_start
 from ktriage.sensor.sigmarks import STOP_SIGNALS, MarkReader, SignalMark, boot_now, open_reader
 from ktriage.store.access import DB_ERRORS, Store, open_store
 
@@ -86,6 +86,8 @@ class Watchdog:
         self.started_boot = boot_now()
         self.stopped_since: float | None = None
         self.stop_reported = False
+        found = read_ppid(self.sensor)
+        self.sensor_parent = found if found is not None else -1  # its parent killing it is a stop, not tamper
 
     def loop(self) -> None:
         while self._read_pipe() and not self._kill_seen():
@@ -148,8 +150,13 @@ class Watchdog:
         marks = self.marks.marks(self.sensor) if self.marks else []
         mark = last_fatal(marks, self.started_boot)
         reason = death_reason(f"sensor (pid {self.sensor})", mark)
+        by_parent = mark is not None and mark.sender in (self.sensor_parent, 1)
+        if by_parent:
+            reason += " (its parent or init: not tamper)"
         if self.run_id is not None and not self._retry(lambda: self.store.end_run_abnormally(self.run_id, reason)):
             return  # the run has an end: the recorder finished it before it went
+        if by_parent:
+            return
         self._write(detection(self.host, self.source, self._next(), reason, mark, self.sensor, 0,
                               mark_evidence(mark) if mark else []))
 

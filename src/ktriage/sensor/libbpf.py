@@ -37,6 +37,7 @@ _SIGNATURES = {
     "bpf_map__set_pin_path": (_c.c_int, [_vp, _c.c_char_p]),
     "bpf_map_freeze": (_c.c_int, [_c.c_int]),
     "bpf_obj_get": (_c.c_int, [_c.c_char_p]),
+    "bpf_map_get_fd_by_id": (_c.c_int, [_c.c_uint32]),
     "bpf_program__fd": (_c.c_int, [_vp]),
     "bpf_link__fd": (_c.c_int, [_vp]),
     "bpf_program__name": (_c.c_char_p, [_vp]),
@@ -173,6 +174,18 @@ def fdinfo(fd: int) -> dict[str, str]:
     """The kernel's /proc/self/fdinfo of a BPF object fd (map_id, prog_id, link_id, frozen, …)."""
     with open(f"/proc/self/fdinfo/{fd}") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def update_fd(fd: int, key: bytes, value: bytes) -> int:
+    """bpf_map_update_elem on a raw fd: 0 or -errno."""
+    return 0 if lib().bpf_map_update_elem(fd, key, value, 0) == 0 else -_c.get_errno()
+
+
+def map_fd_by_id(map_id: int) -> int:
+    fd = lib().bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        raise BpfError(f"bpf_map_get_fd_by_id({map_id})", _c.get_errno())
+    return fd
 
 
 def open_pinned(path: str) -> int:
