@@ -279,3 +279,14 @@ def test_sigkill_by_the_parent_closes_the_run_without_tamper(tmp_path: Path) -> 
         time.sleep(0.1)
     assert "not tamper" in (_run(db)["end_reason"] or "")
     assert rec.rows(TAMPER) == []
+
+
+def test_two_recorders_at_once_do_not_report_each_other(tmp_path: Path) -> None:
+    first = Recording(tmp_path / "a.db")
+    second = Recording(tmp_path / "b.db")
+    time.sleep(11)  # two integrity checks each: both read the shared pinned signal marks
+    second.stop()
+    first.stop()
+    for rec in (first, second):
+        assert rec.rows("SELECT name, reason FROM detection WHERE name LIKE 'SENSOR%'") == []
+        assert rec.rows("SELECT 1 FROM module WHERE target_is_sensor = 1") == []

@@ -131,8 +131,9 @@ class Sensor:
             for name, fd in fds.items():
                 self.own[(code, int(fdinfo(fd)[key]))] = name
         own = self.obj.map("kt_own")
-        for code, obj_id in self.own:
-            own.update(layouts.OWN_KEY_STRUCT.pack(code, obj_id), _U32.pack(1))
+        for (code, obj_id), name in self.own.items():
+            reads = int(name != "kt_sigmarks")  # shared by every ktriage instance, which all read it
+            own.update(layouts.OWN_KEY_STRUCT.pack(code, obj_id), _U32.pack(reads))
 
     def set_targets(self, pids: dict[int, int]) -> None:
         """Add pids (pid -> generation below a root) to the followed set; their

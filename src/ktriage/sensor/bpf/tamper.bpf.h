@@ -15,6 +15,7 @@
 #define SI_KERNEL 0x80
 #define TRACE_SIGNAL_DELIVERED 0
 #define EXE_MAX 256
+#define KT_OWN_READS 1 /* kt_own value: reads of this object are reported too */
 
 /* tgid, signal -> the last such signal's sender; pinned (bpffs) by the loader before load and
  * frozen for user space: it survives the sensor and no process can rewrite it with bpf(). */
@@ -157,8 +158,10 @@ static __always_inline int bpf_tamper_exit(struct trace_event_raw_sys_exit *ctx,
 	if (!f)
 		return 0;
 	struct kt_own_key key = {.type = type, .id = object_id(type, BPF_CORE_READ(f, private_data))};
-	if (!bpf_map_lookup_elem(&kt_own, &key))
-		return 0;
+	__u32 *watch = bpf_map_lookup_elem(&kt_own, &key);
+	bool read = cmd == BPF_MAP_LOOKUP_ELEM || cmd == BPF_MAP_GET_NEXT_KEY || cmd == BPF_MAP_LOOKUP_BATCH;
+	if (!watch || (read && !(*watch & KT_OWN_READS)))
+		return 0; /* the pinned marks are read by every ktriage instance: only writes to them count */
 	struct kt_bpf_tamper *r = BEGIN(kt_bpf_tamper, KT_KIND_BPF_TAMPER);
 	if (!r)
 		return 0;
