@@ -59,8 +59,10 @@ def test_stream_mask_drops_unwanted_families_in_the_kernel(root: None, tmp_path)
     own = rec.rows("SELECT value FROM stats WHERE stage='decode' AND counter='own'")[0]["value"]
     assert stats[("process", "sent")] > 0
     assert stats[("file", "sent")] == own == 2, "only the recorder's own calibration opens"
-    for family in ("thread", "image", "network", "access", "memory", "module", "api", "signal"):
+    for family in ("thread", "image", "network", "access", "memory", "api", "signal"):
         assert stats[(family, "sent")] == 0, family
+    tamper = rec.rows("SELECT count(*) AS n FROM module WHERE target_is_sensor = 1")[0]["n"]
+    assert stats[("module", "sent")] == tamper, "module: only bpf() on ktriage's own objects, never masked"
     assert rec.rows("SELECT count(*) AS n FROM image")[0]["n"] == 0, "derived image events follow the mask too"
 
 

@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="BPF ring buffer size, power of two (default 16M)")
     rec.add_argument("--summary-interval", type=_positive_float, default=10.0, metavar="S",
                      help="seconds between summary lines when stderr is not a terminal")
+    rec.add_argument("--stop-bound", type=_positive_float, default=5.0, metavar="S",
+                     help="seconds the sensor may stay stopped before its watchdog reports it (default 5)")
     _target_options(rec)
     _fleet_options(rec)
 
@@ -173,7 +175,7 @@ def _record(args: argparse.Namespace) -> int:
         raise UsageError(f"--forward {args.forward}: give a postgresql:// URL")
     options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
                             summary_interval=args.summary_interval, max_depth=args.depth, forward=args.forward,
-                            spool=args.spool, host_id=args.host_id)
+                            spool=args.spool, host_id=args.host_id, stop_bound=args.stop_bound)
     if args.streams is not None:
         options.families = args.streams
     return Recorder(options).run()

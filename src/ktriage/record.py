@@ -7,6 +7,8 @@ per-family counts and every drop (also kept in the ``stats`` table).
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import sys
 import time
@@ -19,11 +21,17 @@ from ktriage.bus import Bus
 from ktriage.errors import StoreError
 from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
 from ktriage.render.detections import alert_line
+from ktriage.recovery import unclosed_runs
 from ktriage.sensor import layouts
+from ktriage.sensor.decode import Event
+from ktriage.sensor.procs import state_and_start
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 from ktriage.store.access import DB_ERRORS, Store, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
+from ktriage.watchdog import WatchdogProcess
+
+log = logging.getLogger(__name__)
 
 STORE_QUEUE_EVENTS = 1_000_000
 
@@ -40,6 +48,7 @@ class RecordOptions:
     forward: str | None = None  # a central store (postgresql://) to ship every event to as well
     spool: Path = Path("/var/lib/ktriage/spool")
     host_id: str | None = None  # the host name written on every row (default: this host's name)
+    stop_bound: float = 5.0  # seconds the sensor may be stopped before its watchdog reports it
 
 
 class Recorder:
@@ -47,6 +56,8 @@ class Recorder:
         self.options = options
         self.err = err
         self.tty = err.isatty()
+        self.watchdog: WatchdogProcess | None = None
+        self.run_id: int | None = None
 
     def run(self) -> int:
         require_root("recording")
@@ -56,11 +67,43 @@ class Recorder:
         source = LiveSource(SensorOptions(ring_bytes=o.ring_bytes, pids=pids, families=o.families,
                                           max_depth=o.max_depth), host=o.host_id)
         try:
+            self._start_watchdog(source)
             source.start()
             return self._record(store, source)
+        except BaseException as exc:
+            self._close_run_after_error(store, exc)
+            raise
         finally:
+            if self.watchdog:
+                self.watchdog.end()
             source.close()
             store.close()
+
+    def _start_watchdog(self, source: LiveSource) -> None:
+        """Before the sensor starts: its pid goes into the kernel configuration, which is then frozen."""
+        token = source.source.split(":", 1)[1]
+        self.watchdog = WatchdogProcess(os.getpid(), self.options.db, source.host, token, self.options.stop_bound)
+        source.sensor.options.peer_tgid = self.watchdog.pid
+
+    def _watch_run(self, store: Store, source: LiveSource, run_id: int) -> list[Event]:
+        """Tie the run to this process, hand it to the watchdog; earlier runs killed unseen become
+        detections now (returned, to be stored and forwarded like any)."""
+        self.run_id = run_id
+        found = state_and_start(os.getpid())
+        assert found is not None and self.watchdog is not None and source.tamper is not None
+        store.set_run_process(run_id, os.getpid(), found[1])
+        self.watchdog.begin(run_id)
+        source.tamper.watchdog = self.watchdog
+        return unclosed_runs(store, source.host, source.marks, source.source, source.next_detection_seq)
+
+    def _close_run_after_error(self, store: Store, exc: BaseException) -> None:
+        """A run that ends on an error is closed as such, not left open (which means killed)."""
+        if self.run_id is None:
+            return
+        try:
+            store.end_run_abnormally(self.run_id, f"error: {exc}")
+        except DB_ERRORS as db_exc:
+            log.warning("cannot close run %d after %s: %s", self.run_id, exc, db_exc)
 
     def _record(self, store: Store, source: LiveSource) -> int:
         bus = Bus()
@@ -73,6 +116,7 @@ class Recorder:
         writer.start()
         if forwarder:
             forwarder.start()
+        bus.publish(self._watch_run(store, source, run_id))
         try:
             with stop_on_signals() as stop:
                 self._loop(source, bus, writer, stop)

@@ -146,7 +146,8 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("result", "INTEGER", "0 or -errno"),
     ) + ORIGIN,
     "module": (
-        Column("op", "TEXT", "init_module | finit_module | delete_module | module_load | bpf_prog_load"),
+        Column("op", "TEXT", "init_module | finit_module | delete_module | module_load | bpf_prog_load"
+                            " | bpf_<command> on ktriage's own BPF objects (bpf_map_update_elem, bpf_link_detach …)"),
         Column("name", "TEXT", "module name, or BPF program name"),
         Column("path", "TEXT", "finit_module: the module file"),
         Column("length", "INTEGER", "init_module: image length"),
@@ -154,6 +155,8 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
         Column("insn_cnt", "INTEGER", "bpf_prog_load: instructions"),
         Column("flags", "INTEGER", "syscall flags (taints for module_load)"),
         Column("result", "INTEGER", "0, a BPF program fd, or -errno (refused attempts count)"),
+        Column("target_is_sensor", "INTEGER", "bpf_<command>: 1, the BPF object acted on is ktriage's own"),
+        Column("bpf_object", "TEXT", "bpf_<command>: the object's kind and kernel id (map 704); name is its name"),
         Column("signed", "INTEGER", "Windows (Sysmon 6): 1 when the driver is signed"),
         Column("signature", "TEXT", "Windows: driver signer"),
         Column("signature_status", "TEXT", "Windows: Valid, Expired …"),

@@ -402,7 +402,37 @@ def tamper(workdir: str) -> Facts:
     return {"pid": os.getpid(), "sensor": sensor}
 
 
-GENERATORS = {"stack_pivot": stack_pivot, "thread_hijack": thread_hijack, "hollow_child": hollow_child, "deleted_exec": deleted_exec,
+def _sensor_cfg_id(sensor: int) -> int:
+    """The id of the sensor's kt_cfg: the one-entry array map of kt_config's size, in its fdinfo."""
+    from ktriage.sensor.layouts import CONFIG_STRUCT
+
+    for fd in os.listdir(f"/proc/{sensor}/fdinfo"):
+        with open(f"/proc/{sensor}/fdinfo/{fd}") as f:
+            info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        if (info.get("map_type"), info.get("value_size"), info.get("max_entries")) == ("2", str(CONFIG_STRUCT.size), "1"):
+            return int(info["map_id"])
+    raise LookupError(f"no kt_cfg map held by process {sensor}")
+
+
+def bpf_tamper(workdir: str) -> Facts:
+    """Open the sensor's kt_cfg by id, read it and write the same bytes back (harmless even if the
+    write went through; it must be refused: the map is frozen)."""
+    from ktriage.sensor.layouts import CONFIG_STRUCT
+    from ktriage.sensor.libbpf import lookup_fd, map_fd_by_id, update_fd
+
+    fd = map_fd_by_id(_sensor_cfg_id(int(os.environ["KTRIAGE_SENSOR_PID"])))
+    try:
+        key = (0).to_bytes(4, "little")
+        value = lookup_fd(fd, key, CONFIG_STRUCT.size)
+        result = update_fd(fd, key, value) if value is not None else None
+    finally:
+        os.close(fd)
+    if result == 0:
+        raise RuntimeError("the sensor's kt_cfg accepted a write: it is not frozen")
+    return {"pid": os.getpid(), "result": result}
+
+
+GENERATORS = {"bpf_tamper": bpf_tamper, "stack_pivot": stack_pivot, "thread_hijack": thread_hijack, "hollow_child": hollow_child, "deleted_exec": deleted_exec,
               "preload": preload, "persistence": persistence, "escalate": escalate, "tamper": tamper,
               "ptrace_inject": ptrace_inject, "vm_writev": vm_writev, "proc_mem": proc_mem, "wx_memory": wx_memory,
               "exec_rewrite": exec_rewrite,

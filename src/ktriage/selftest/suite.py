@@ -72,6 +72,8 @@ def checks() -> list[Check]:
         Check("BPF program load by another process detected", _gen("bpf_load"), ("BPF_PROGRAM_LOAD",)),
         Check("privilege regained (euid nobody -> root) detected", _gen("escalate"), ("PRIVILEGE_GAINED",)),
         Check("tampering with the sensor (stop, memory open) detected", _gen("tamper"), ("SENSOR_TAMPER_ATTEMPT",)),
+        Check("a write to the sensor's frozen BPF config refused and detected (same bytes written back)",
+              _gen("bpf_tamper"), ("SENSOR_TAMPER_ATTEMPT", "SENSOR_STATE_READ")),
     ]
 
 

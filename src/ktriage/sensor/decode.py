@@ -90,7 +90,8 @@ class Decoder:
         self.host = host
         self.procs = procs
         self.maps = MapsCache()
-        self.sensor_pid = os.getpid()
+        self.sensor_pids = {os.getpid()}  # ktriage's processes (the sensor, its watchdog): targets of tamper
+        self.own_objects: dict[tuple[int, int], str] = {}  # ktriage's BPF objects: (type, id) -> name
         self.source = "ebpf"
         self.families = families  # None: all; else derived events outside it are not produced
         self.clock_offset = clock_offset

@@ -11,7 +11,7 @@ import json
 import signal as signal_mod
 from typing import TYPE_CHECKING, Any
 
-from ktriage.sensor.layouts import ACCESS_OPS, API_OPS, MEMORY_OPS, MODULE_OPS, RIGHTS, SIGNAL_OPS
+from ktriage.sensor.layouts import ACCESS_OPS, API_OPS, BPF_CMDS, MEMORY_OPS, MODULE_OPS, OBJ_TYPES, RIGHTS, SIGNAL_OPS
 from ktriage.sensor.origin import decode_origin, prot_text
 from ktriage.sensor.procs import tgid_of
 
@@ -70,7 +70,7 @@ def access(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     out = dict(ev, op=op, request=request, rights=rights, rights_mask=mask, target_pid=target_pid,
                target_tid=target_tid, target_image=d.procs.image(target_pid) if target_pid else None,
                target_ppid=d.procs.parent(target_pid) if target_pid else None,
-               target_is_sensor=int(target_pid == d.sensor_pid),
+               target_is_sensor=int(target_pid in d.sensor_pids),
                addr=rec["addr"], data=rec["data"], bytes=rec["bytes"], count=rec["count"], new_ip=new_ip,
                new_ip_module=d.maps.resolve(target_pid, new_ip) or None if new_ip and target_pid else None,
                open_flags=rec["open_flags"] if op == "proc_mem" else None, own=own, result=rec["result"])
@@ -141,8 +141,21 @@ def signal(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     out = dict(ev, op=op, signal=rec["sig"], signal_name=_signal_name(rec["sig"]), target_pid=pid,
                target_tid=tid, target_image=d.procs.image(pid) if pid > 0 else None,
                target_ppid=d.procs.parent(pid) if pid > 0 else None,
-               target_is_sensor=int(pid == d.sensor_pid), result=rec["result"])
+               target_is_sensor=int(pid in d.sensor_pids), result=rec["result"])
     return [d.enrich(out)]
 
 
-BUILDERS = {"access": access, "memory": memory, "module": module, "api": api, "signal": signal}
+def bpf_tamper(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+    """A bpf() command of another process on one of ktriage's objects: a module event, op bpf_<command>."""
+    kind = OBJ_TYPES.get(rec["obj_type"], str(rec["obj_type"]))
+    out = dict(ev, op="bpf_" + BPF_CMDS.get(rec["cmd"], str(rec["cmd"])),
+               name=d.own_objects.get((rec["obj_type"], rec["obj_id"])), bpf_object=f"{kind} {rec['obj_id']}",
+               target_is_sensor=1, result=rec["result"])
+    out = d.enrich(out)
+    if s["exe"]:  # the kernel's word: the actor may be outside the target set, or gone already
+        out["image"] = s["exe"].decode("utf-8", "backslashreplace")
+    return [out]
+
+
+BUILDERS = {"access": access, "memory": memory, "module": module, "api": api, "signal": signal,
+            "bpf_tamper": bpf_tamper}

@@ -317,6 +317,19 @@ LAYOUTS: tuple[Layout, ...] = (
         (),
         "signals sent to another process: kill, tkill, tgkill, pidfd_send_signal",
     ),
+    Layout(
+        13,
+        "bpf_tamper",
+        "module",
+        (
+            Field("cmd", "u32"),  # the bpf() command (BPF_CMDS)
+            Field("obj_type", "u32"),  # OBJ_TYPES: which kind of ktriage object it named
+            Field("obj_id", "u32"),  # the object's kernel id
+            Field("result", "s32"),
+        ),
+        ("exe",),  # the actor's executable, from the kernel: it need not be a target nor still alive
+        "another process's bpf() command on one of ktriage's own maps, programs or links (whatever the target set)",
+    ),
 )
 
 BY_KIND = {layout.kind: layout for layout in LAYOUTS}
@@ -331,11 +344,36 @@ CONFIG = (
     Field("mask", "u32"),  # families reported when no filter is active (bit = FAMILIES index)
     Field("wakeup_bytes", "u32"),  # wake the consumer only once this much is pending (it also polls on a timer)
     Field("wake_mask", "u32"),  # …or at once for these families (bit = FAMILIES index): prompt detections
+    Field("peer_tgid", "u32"),  # ktriage's watchdog: never reported either, and its signals are marked
 )
 # Value of the ``targets`` map (key: tgid).
 TARGET = (Field("depth", "u32"), Field("mask", "u32"))
 TARGET_STRUCT = struct.Struct("<II")
 CONFIG_STRUCT = struct.Struct("<" + "".join(f.struct_code() for f in CONFIG))
+# ktriage's own BPF objects (key of the ``kt_own`` map): what the bpf() watch compares with.
+OBJ_TYPES = {1: "map", 2: "prog", 3: "link"}
+OWN_KEY_STRUCT = struct.Struct("<II")  # type, id
+# The bpf() commands that act on an object through its fd (union bpf_attr), by number.
+BPF_CMDS = {1: "map_lookup_elem", 2: "map_update_elem", 3: "map_delete_elem", 4: "map_get_next_key",
+            9: "prog_detach", 21: "map_lookup_and_delete_elem", 22: "map_freeze", 24: "map_lookup_batch",
+            25: "map_lookup_and_delete_batch", 26: "map_update_batch", 27: "map_delete_batch", 29: "link_update",
+            34: "link_detach"}
+BPF_READ_CMDS = frozenset({"map_lookup_elem", "map_get_next_key", "map_lookup_batch"})
+# A signal to a ktriage process, kept by the kernel in the pinned ``kt_sigmarks`` map (key: target
+# tgid, signal) when it is generated, in the sender's context: it outlives a SIGKILL of the sensor.
+SIGMARK = (
+    Field("ts", "u64"),  # CLOCK_BOOTTIME ns
+    Field("sender", "u32"),  # tgid of the task that generated it
+    Field("sender_tid", "u32"),
+    Field("sig", "u32"),
+    Field("code", "s32"),  # si_code: 0 SI_USER (kill), -6 SI_TKILL, 0x80 SI_KERNEL …
+    Field("target_tid", "u32"),
+    Field("exe_len", "u32"),  # bytes of exe used; bit 31: cut at its bound
+    Field("comm", "u8", 16),
+    Field("exe", "u8", 256),  # the sender's executable
+)
+SIGMARK_KEY_STRUCT = struct.Struct("<II")  # target tgid, signal
+SIGMARK_STRUCT = struct.Struct("<" + "".join(f.struct_code() for f in SIGMARK))
 # Per-CPU counters: sent[family] then lost[family], u64 each.
 STATS_STRUCT = struct.Struct(f"<{2 * len(FAMILIES)}Q")
 
@@ -368,15 +406,11 @@ def c_header() -> str:
         lines += [f"#define {prefix}{name.upper()} {code}" for code, name in table.items()]
     lines.append("")
     lines.append("struct kt_stats {\n\t__u64 sent[KT_NFAM];\n\t__u64 lost[KT_NFAM];\n};")
-    lines.append("struct kt_config {")
-    lines += [f"\t{f.c_decl()}" for f in CONFIG]
-    lines.append("};")
-    lines.append("struct kt_target {")
-    lines += [f"\t{f.c_decl()}" for f in TARGET]
-    lines.append("};")
-    lines.append("struct kt_header {")
-    lines += [f"\t{f.c_decl()}" for f in HEADER]
-    lines.append("};")
+    lines += [f"#define KT_OBJ_{name.upper()} {code}" for code, name in OBJ_TYPES.items()]
+    lines.append("struct kt_own_key {\n\t__u32 type;\n\t__u32 id;\n};")
+    lines.append("struct kt_sigmark_key {\n\t__u32 tgid;\n\t__u32 sig;\n};")
+    for name, fields in (("kt_config", CONFIG), ("kt_target", TARGET), ("kt_sigmark", SIGMARK), ("kt_header", HEADER)):
+        lines += [f"struct {name} {{", *(f"\t{f.c_decl()}" for f in fields), "};"]
     lines.append("")
     for layout in LAYOUTS:
         lines.append(f"#define KT_KIND_{layout.name.upper()} {layout.kind}")

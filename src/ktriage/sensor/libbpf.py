@@ -31,6 +31,15 @@ _SIGNATURES = {
     "bpf_object__close": (None, [_vp]),
     "bpf_object__next_program": (_vp, [_vp, _vp]),
     "bpf_object__find_map_by_name": (_vp, [_vp, _c.c_char_p]),
+    "bpf_object__next_map": (_vp, [_vp, _vp]),
+    "bpf_map__name": (_c.c_char_p, [_vp]),
+    "bpf_map__type": (_c.c_int, [_vp]),
+    "bpf_map__set_pin_path": (_c.c_int, [_vp, _c.c_char_p]),
+    "bpf_map_freeze": (_c.c_int, [_c.c_int]),
+    "bpf_obj_get": (_c.c_int, [_c.c_char_p]),
+    "bpf_map_get_fd_by_id": (_c.c_int, [_c.c_uint32]),
+    "bpf_program__fd": (_c.c_int, [_vp]),
+    "bpf_link__fd": (_c.c_int, [_vp]),
     "bpf_program__name": (_c.c_char_p, [_vp]),
     "bpf_program__section_name": (_c.c_char_p, [_vp]),
     "bpf_program__set_autoload": (_c.c_int, [_vp, _c.c_bool]),
@@ -141,10 +150,51 @@ class Map:
         return lib().bpf_map_delete_elem(self.fd, key) == 0
 
     def lookup(self, key: bytes, value_size: int) -> bytes | None:
-        out = _c.create_string_buffer(value_size)
-        if lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
-            return None
-        return out.raw
+        return lookup_fd(self.fd, key, value_size)
+
+    def set_pin_path(self, path: str) -> None:
+        """Before load: reuse the map pinned at path (bpffs), or create it and pin it there."""
+        _check(lib().bpf_map__set_pin_path(self.handle, path.encode()), f"bpf_map__set_pin_path({self.name})")
+
+    def freeze(self) -> None:
+        """No more writes from user space, by anyone; BPF programs still write. Idempotent."""
+        if fdinfo(self.fd).get("frozen") == "1":
+            return
+        if lib().bpf_map_freeze(self.fd) < 0:
+            raise BpfError(f"bpf_map_freeze({self.name})", _c.get_errno())
+
+
+def lookup_fd(fd: int, key: bytes, value_size: int) -> bytes | None:
+    out = _c.create_string_buffer(value_size)
+    if lib().bpf_map_lookup_elem(fd, key, out) < 0:
+        return None
+    return out.raw
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """The kernel's /proc/self/fdinfo of a BPF object fd (map_id, prog_id, link_id, frozen, …)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def update_fd(fd: int, key: bytes, value: bytes) -> int:
+    """bpf_map_update_elem on a raw fd: 0 or -errno."""
+    return 0 if lib().bpf_map_update_elem(fd, key, value, 0) == 0 else -_c.get_errno()
+
+
+def map_fd_by_id(map_id: int) -> int:
+    fd = lib().bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        raise BpfError(f"bpf_map_get_fd_by_id({map_id})", _c.get_errno())
+    return fd
+
+
+def open_pinned(path: str) -> int:
+    """An fd of the BPF object pinned at path (bpffs); the caller closes it."""
+    fd = lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        raise BpfError(f"bpf_obj_get({path})", _c.get_errno())
+    return fd
 
     def keys(self, key_size: int, most: int) -> set[bytes]:
         """The map's keys, at most most of them. A key deleted while we walk restarts the kernel's walk
@@ -185,6 +235,22 @@ class BpfObject:
         if not handle:
             raise BpfError(f"map {name} not in {self.path}", errno_mod.ENOENT)
         return Map(handle, name)
+
+    def maps(self) -> list[Map]:
+        out, handle = [], None
+        while True:
+            handle = lib().bpf_object__next_map(self.handle, handle)
+            if not handle:
+                return out
+            out.append(Map(handle, lib().bpf_map__name(handle).decode()))
+
+    def program_fds(self) -> dict[str, int]:
+        """Loaded programs only."""
+        fds = {name: lib().bpf_program__fd(prog) for name, prog in self.programs().items()}
+        return {name: fd for name, fd in fds.items() if fd >= 0}
+
+    def link_fds(self) -> dict[str, int]:
+        return {name: _check(lib().bpf_link__fd(link), f"bpf_link__fd({name})") for name, link in self.links.items()}
 
     def load(self) -> None:
         _check(lib().bpf_object__load(self.handle), f"load {os.path.basename(self.path)}")

@@ -26,6 +26,28 @@ def read_ppid(pid: int) -> int | None:
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: field 3 (state) first."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def state_and_start(pid: int) -> tuple[str, int] | None:
+    """The process state letter (R, S, T stopped, t traced, Z …) and its start time (clock ticks after
+    boot: with the pid, it names one process); None when there is no such process."""
+    fields = _stat_fields(pid)
+    return (fields[0].decode(), int(fields[19])) if fields else None
+
+
+def is_same_process(pid: int, start: int) -> bool:
+    found = state_and_start(pid)
+    return found is not None and found[1] == start and found[0] != "Z"
+
+
 class ProcessTable:
     def __init__(self) -> None:
         self.images: dict[int, str] = {}

@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktriage.errors import SetupError
-from ktriage.sensor import build, layouts, tracefs
-from ktriage.sensor.libbpf import BpfObject, RingBuffer, possible_cpus
+from ktriage.errors import BpfError, SetupError
+from ktriage.sensor import build, layouts, sigmarks, tracefs
+from ktriage.sensor.libbpf import BpfObject, RingBuffer, fdinfo, possible_cpus
 from ktriage.sensor.probe import ProbeResult, probe
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class SensorOptions:
     families: frozenset[str] = ALL_FAMILIES  # the streams reported
     max_depth: int = 0xFFFFFFFF  # generations of children followed below a target
     targeted: bool = False  # filter to the target set even while it is empty (targets added later)
+    peer_tgid: int = 0  # ktriage's watchdog, if one runs: treated as ktriage itself
 
 
 def _sched_flavour(result: ProbeResult) -> str:
@@ -61,6 +62,10 @@ class Sensor:
         self.ring: RingBuffer | None = None
         self.probe: ProbeResult | None = None
         self.skipped: list[str] = []
+        self.expected_cfg = b""  # what kt_cfg must hold from seal() on (the user-space copy)
+        self.frozen: list[str] = []  # maps frozen by seal()
+        self.unfrozen: dict[str, str] = {}  # maps that could not be frozen, and why
+        self.own: dict[tuple[int, int], str] = {}  # (OBJ_TYPES code, id) -> name, of ktriage's objects
 
     def start(self) -> None:
         events_dir = tracefs.ensure_mounted() / "events"
@@ -70,6 +75,8 @@ class Sensor:
         flavour = _sched_flavour(self.probe)
         obj = self.obj = BpfObject(build.build("ktriage"))
         obj.map("events").set_max_entries(self.options.ring_bytes)
+        sigmarks.ensure_pin_dir()
+        obj.map("kt_sigmarks").set_pin_path(sigmarks.pin_path())
         obj.set_autoload(lambda name, section: self._wanted(name, section, flavour, events_dir))
         obj.load()
         self.configure(calib_tid=0)
@@ -94,8 +101,39 @@ class Sensor:
         assert self.obj is not None
         o = self.options
         value = layouts.CONFIG_STRUCT.pack(os.getpid(), calib_tid, int(bool(o.pids) or o.targeted), o.max_depth,
-                                           family_mask(o.families), o.ring_bytes // 8, family_mask(WAKE_FAMILIES))
+                                           family_mask(o.families), o.ring_bytes // 8, family_mask(WAKE_FAMILIES),
+                                           o.peer_tgid)
         self.obj.map("kt_cfg").update(_U32.pack(0), value)
+        self.expected_cfg = value
+
+    def seal(self) -> None:
+        """After start-up configuration: note ktriage's own objects for the kernel's bpf() watch, then
+        freeze every map user space no longer writes (the target set stays open in targeted mode,
+        where clients change it). Writes by anyone through bpf() then fail with EPERM."""
+        assert self.obj is not None
+        self._register_own()
+        keep_open = {"events"} | ({"targets"} if self.options.targeted else set())
+        for m in self.obj.maps():
+            if m.name in keep_open or m.name.endswith((".bss", ".data")):
+                continue  # the ring cannot be frozen; .bss holds only the BTF anchor (never read)
+            try:
+                m.freeze()
+                self.frozen.append(m.name)
+            except BpfError as exc:
+                self.unfrozen[m.name] = str(exc)
+                log.warning("cannot freeze map %s: %s", m.name, exc)
+
+    def _register_own(self) -> None:
+        assert self.obj is not None
+        kinds = {1: ("map_id", {m.name: m.fd for m in self.obj.maps()}),
+                 2: ("prog_id", self.obj.program_fds()), 3: ("link_id", self.obj.link_fds())}
+        for code, (key, fds) in kinds.items():
+            for name, fd in fds.items():
+                self.own[(code, int(fdinfo(fd)[key]))] = name
+        own = self.obj.map("kt_own")
+        for (code, obj_id), name in self.own.items():
+            reads = int(name != "kt_sigmarks")  # shared by every ktriage instance, which all read it
+            own.update(layouts.OWN_KEY_STRUCT.pack(code, obj_id), _U32.pack(reads))
 
     def set_targets(self, pids: dict[int, int]) -> None:
         """Add pids (pid -> generation below a root) to the followed set; their
@@ -117,6 +155,10 @@ class Sensor:
         """How many processes the kernel follows now (its targets map)."""
         assert self.obj is not None
         return len(self.obj.map("targets").keys(_U32.size, 1 << 20))
+
+    def read_cfg(self) -> bytes:
+        assert self.obj is not None
+        return self.obj.map("kt_cfg").lookup(_U32.pack(0), layouts.CONFIG_STRUCT.size) or b""
 
     def poll(self, timeout_ms: int) -> list[bytes]:
         assert self.ring is not None

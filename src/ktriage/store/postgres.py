@@ -67,6 +67,10 @@ class PostgresStore:
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             for table in schema.BOOKKEEPING:
                 self.db.execute(schema.bookkeeping_sql(table, "postgres"))
+            for table, cols in schema.BOOKKEEPING_ADDED.items():
+                for name, sqltype in cols:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} "
+                                    f"{schema.column_type(sqltype, 'postgres')}")
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else 0
             if found > schema.SCHEMA_VERSION:
@@ -152,6 +156,26 @@ class PostgresStore:
             self.db.execute("INSERT INTO ingested (sha256, path, source, events, detections, errors, unmapped, ts) "
                             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
                             (sha256, path, source, events, detections, errors, unmapped, time.time_ns()))
+
+    # -- runs that may not have ended cleanly (detect/tamper.py, recovery.py, watchdog.py) ------------
+
+    def set_run_process(self, run_id: int, pid: int, pid_start: int) -> None:
+        with self.db.transaction():
+            self.db.execute("UPDATE runs SET pid = %s, pid_start = %s WHERE id = %s", (pid, pid_start, run_id))
+
+    def open_runs(self, host: str) -> list[tuple[int, int | None, int | None, int]]:
+        """(id, pid, pid_start, started) of this host's recordings that have no end."""
+        with self.db.transaction():
+            return [tuple(r) for r in self.db.execute(
+                "SELECT id, pid, pid_start, started FROM runs WHERE host = %s AND source = 'ebpf' "
+                "AND ended IS NULL ORDER BY id", (host,)).fetchall()]
+
+    def end_run_abnormally(self, run_id: int, reason: str) -> bool:
+        """Close a run its recorder could not close; False when it has an end already."""
+        with self.db.transaction():
+            cur = self.db.execute("UPDATE runs SET ended = %s, end_reason = %s WHERE id = %s AND ended IS NULL",
+                                  (time.time_ns(), reason, run_id))
+            return cur.rowcount == 1
 
     def close(self) -> None:
         self.db.close()

@@ -25,6 +25,13 @@ BOOKKEEPING = {
                  "errors INTEGER, unmapped INTEGER, ts INTEGER"),
 }
 
+# Columns added to bookkeeping tables after their first release: created on open when missing.
+BOOKKEEPING_ADDED = {
+    "runs": (("pid", "INTEGER"),  # the recorder's process, and its start time (/proc/PID/stat field 22):
+             ("pid_start", "INTEGER"),  # a run without an end whose process is gone did not end cleanly
+             ("end_reason", "TEXT")),  # set when a run is closed by someone else (watchdog, next start)
+}
+
 INDEXES = {family: (("ts",), ("pid", "ts")) for family in FAMILIES}
 # one event, named by (host, source, seq): replays and re-sends are ignored, never stored twice
 UNIQUE = ("host", "source", "seq")

@@ -149,6 +149,7 @@ class SqliteStore:
         with self._transaction("BEGIN IMMEDIATE"):
             for table in schema.BOOKKEEPING:
                 db.execute(schema.bookkeeping_sql(table))
+            self._add_bookkeeping_columns()
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else 0
             if found > schema.SCHEMA_VERSION:
@@ -158,6 +159,13 @@ class SqliteStore:
                 self._migrate_table(table, cols)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(schema.SCHEMA_VERSION),))
+
+    def _add_bookkeeping_columns(self) -> None:
+        for table, cols in schema.BOOKKEEPING_ADDED.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, sqltype in cols:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
 
     def _migrate_table(self, table: str, cols: list[tuple[str, str]]) -> None:
         self.db.execute(schema.create_table_sql(table, cols))
@@ -245,6 +253,22 @@ class SqliteStore:
         self.db.execute("INSERT INTO ingested (sha256, path, source, events, detections, errors, unmapped, ts) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (sha256, path, source, events, detections, errors, unmapped, time.time_ns()))
+
+    # -- runs that may not have ended cleanly (detect/tamper.py, recovery.py, watchdog.py) ------------
+
+    def set_run_process(self, run_id: int, pid: int, pid_start: int) -> None:
+        self.db.execute("UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?", (pid, pid_start, run_id))
+
+    def open_runs(self, host: str) -> list[tuple[int, int | None, int | None, int]]:
+        """(id, pid, pid_start, started) of this host's recordings that have no end."""
+        return self.db.execute("SELECT id, pid, pid_start, started FROM runs WHERE host = ? AND source = 'ebpf' "
+                               "AND ended IS NULL ORDER BY id", (host,)).fetchall()
+
+    def end_run_abnormally(self, run_id: int, reason: str) -> bool:
+        """Close a run its recorder could not close; False when it has an end already."""
+        cur = self.db.execute("UPDATE runs SET ended = ?, end_reason = ? WHERE id = ? AND ended IS NULL",
+                              (time.time_ns(), reason, run_id))
+        return cur.rowcount == 1
 
     def close(self) -> None:
         self.db.close()

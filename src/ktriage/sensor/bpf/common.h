@@ -89,7 +89,25 @@ struct {
 	__type(value, struct kt_target);
 } targets SEC(".maps");
 
-__u64 seq_counter = 0;
+/* The global sequence number (a gap in seq is a drop). A map, not a .bss global: libbpf keeps a
+ * writable mmap of .bss, which cannot be frozen, and a rewritten counter would make new events
+ * collide with stored ones. Frozen after start-up like every map user space no longer writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kt_seq SEC(".maps");
+
+/* ktriage's own maps, programs and links (type, id), filled after attach and frozen: the bpf()
+ * watch (tamper.bpf.h) compares the object a command names with these. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct kt_own_key);
+	__type(value, __u32);
+} kt_own SEC(".maps");
+
 struct kt_all_records *kt_btf_anchor; /* keeps every record layout in the BTF */
 
 static __always_inline struct kt_config *cfg(void)
@@ -109,6 +127,8 @@ static __always_inline __u32 current_mask(void)
 		return 0;
 	if (tgid == c->self_tgid)
 		return c->calib_tid && (__u32)pt == c->calib_tid ? ~0u : 0;
+	if (tgid == c->peer_tgid && tgid)
+		return 0;
 	if (!c->filter)
 		return c->mask;
 	struct kt_target *t = bpf_map_lookup_elem(&targets, &tgid);
@@ -176,7 +196,8 @@ static __always_inline void emit_record(void *rec, __u32 family, bool urgent)
 	}
 	__u64 flags = wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
-	h->seq = __sync_fetch_and_add(&seq_counter, 1);
+	__u64 *seq = bpf_map_lookup_elem(&kt_seq, &zero);
+	h->seq = seq ? __sync_fetch_and_add(seq, 1) : 0;
 	if (st && family < KT_NFAM)
 		st->sent[family]++;
 	if (bpf_ringbuf_output(&events, rec, h->size & BUF_MASK, flags) && st && family < KT_NFAM)

@@ -3,6 +3,7 @@
 #pragma once
 #include "common.h"
 #include "origin.h"
+#include "tamper.bpf.h"
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_init_module 175
@@ -17,8 +18,6 @@
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
 #define SYSCALL_NR_BTF(regs) ((regs)->syscallno)
 #endif
-
-#define BPF_PROG_LOAD 5
 
 static __always_inline int module_exit(void *ctx, __u32 op, long ret)
 {
@@ -117,11 +116,8 @@ int module_load(struct module_load_args *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_bpf")
-int sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int prog_load_exit(struct trace_event_raw_sys_exit *ctx, struct pt_regs *regs)
 {
-	WANT(FAM(MODULE));
-	struct pt_regs *regs = uregs();
 	struct {
 		__u32 prog_type, insn_cnt;
 		__u64 insns, license;
@@ -131,7 +127,7 @@ int sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
 		char prog_name[16];
 	} attr = {};
 
-	if (ARG1(regs) != BPF_PROG_LOAD || !wanted_current(KT_FAM_MODULE))
+	if (!wanted_current(KT_FAM_MODULE))
 		return 0;
 	struct kt_module *r = BEGIN(kt_module, KT_KIND_MODULE);
 	if (!r)
@@ -147,4 +143,16 @@ int sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
 	r->size = put_kernel_str((void *)r, off, attr.prog_name, 3, &r->name_len);
 	emit(r, KT_FAM_MODULE);
 	return 0;
+}
+
+/* Program loads (module family, filtered like any stream) and commands on ktriage's own objects
+ * (never filtered: tamper.bpf.h). */
+SEC("tracepoint/syscalls/sys_exit_bpf")
+int sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *regs = uregs();
+	__u32 cmd = ARG1(regs);
+	if (cmd == BPF_PROG_LOAD)
+		return prog_load_exit(ctx, regs);
+	return bpf_tamper_exit(ctx, regs, cmd);
 }
