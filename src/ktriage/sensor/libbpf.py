@@ -163,6 +163,18 @@ class Map:
         if lib().bpf_map_freeze(self.fd) < 0:
             raise BpfError(f"bpf_map_freeze({self.name})", _c.get_errno())
 
+    def keys(self, key_size: int, most: int) -> set[bytes]:
+        """The map's keys, at most most of them. A key deleted while we walk restarts the kernel's walk
+        from the first key: the walk then stops at the first key seen twice, so it can miss some."""
+        found: set[bytes] = set()
+        prev, key = None, _c.create_string_buffer(key_size)
+        while len(found) < most and lib().bpf_map_get_next_key(self.fd, prev, key) == 0:
+            if key.raw in found:
+                break
+            found.add(key.raw)
+            prev = _c.create_string_buffer(key.raw, key_size)
+        return found
+
 
 def lookup_fd(fd: int, key: bytes, value_size: int) -> bytes | None:
     out = _c.create_string_buffer(value_size)
@@ -195,18 +207,6 @@ def open_pinned(path: str) -> int:
     if fd < 0:
         raise BpfError(f"bpf_obj_get({path})", _c.get_errno())
     return fd
-
-    def keys(self, key_size: int, most: int) -> set[bytes]:
-        """The map's keys, at most most of them. A key deleted while we walk restarts the kernel's walk
-        from the first key: the walk then stops at the first key seen twice, so it can miss some."""
-        found: set[bytes] = set()
-        prev, key = None, _c.create_string_buffer(key_size)
-        while len(found) < most and lib().bpf_map_get_next_key(self.fd, prev, key) == 0:
-            if key.raw in found:
-                break
-            found.add(key.raw)
-            prev = _c.create_string_buffer(key.raw, key_size)
-        return found
 
 
 class BpfObject:
