@@ -220,3 +220,14 @@ def test_async_sdk_subscribes_and_receives(broker) -> None:
     target.wait()
     assert {r.family for r in got} == {"process"} and stats["client"]["delivered"] >= len(got)
     assert any(r.data.get("cmdline") == "/bin/true grandchild" for r in got)
+
+
+def test_a_verb_that_fails_inside_the_broker_answers_in_the_error_shape(caplog: pytest.LogCaptureFixture) -> None:
+    from ktriage.broker.server import Broker
+
+    broker = Broker(socket_path=str(Path(tempfile.mkdtemp()) / "unused.sock"))  # never started: no sensor yet
+    client = broker.new_client(0)
+    reply = broker.handle(client, {"id": 3, "verb": "stats"})
+    assert reply["id"] == 3 and reply["ok"] is False and reply["error"]["code"] == "internal", reply
+    assert "stats failed" in caplog.text, "and the traceback is logged"
+    assert broker.handle(client, {"id": 4, "verb": "hello"})["ok"], "the client goes on"

@@ -14,6 +14,7 @@ still wants.
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import socket
 import stat
@@ -39,6 +40,7 @@ from ktriage.store.access import open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
+log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/run/ktriage/broker.sock"
 HTTP_PREFIX = "http:"
 _REPLY_BUDGET = MAX_FRAME - 4096  # events in one get_event reply, in bytes of JSON
@@ -219,6 +221,9 @@ class Broker:
             return {"id": request_id, "ok": True, "result": result}
         except ProtocolError as exc:
             return exc.reply(request_id)
+        except Exception as exc:  # a bug of ours: answered in the one error shape, the connection goes on
+            log.exception("broker: %s failed", frame.get("verb"))
+            return ProtocolError("internal", f"the broker failed: {type(exc).__name__}: {exc}").reply(request_id)
 
     def _verb_hello(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
         return {"protocol": VERSION, "server": f"ktriage {__version__}", "client": client.name}
