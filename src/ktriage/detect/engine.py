@@ -131,6 +131,8 @@ class Engine:
                 del partials[key][stage]
                 self.counters["expired"] += 1
                 continue
+            if ev["ts"] - chain[-1]["ts"] < step.after_ms * 1_000_000:
+                continue  # too soon after the previous step to be its sequel: the partial chain waits
             del partials[key][stage]
             chain = chain + [ev]
             if stage + 1 == len(rule.steps):

@@ -4,7 +4,8 @@ Three kinds:
 
 * ``match``: one event satisfies ``where`` (and not ``unless``).
 * ``sequence``: ``steps`` in order, each joined on its ``by`` fields (the same
-  actor/target across steps), all within ``window_ms`` of the first.
+  actor/target across steps), all within ``window_ms`` of the first; a step's
+  ``after_ms`` makes it count only that long after the previous one.
 * ``marks``: events set named marks on an (actor, target) pair; the marks
   accumulate in a sliding ``window_ms`` and the strongest satisfied ``level``
   fires (the seed's mark chain, with its window reset *before* a new mark is
@@ -42,6 +43,7 @@ class Step:
     where: Predicate
     by: tuple[str, ...]
     name: str = ""
+    after_ms: int = 0  # sequence: at least this long after the previous step (same-millisecond pairs are not order)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def _steps(d: dict[str, Any], kind: str, where: str) -> tuple[Step, ...]:
         if len(raw) < 2:
             raise RuleError(f"{where}: a sequence needs at least two steps")
         return tuple(Step(_where(s.get("where"), f"{where}.steps[{i}]"), _by(s.get("by", default_by), where),
-                          s.get("name", f"step{i}")) for i, s in enumerate(raw))
+                          s.get("name", f"step{i}"), int(s.get("after_ms", 0))) for i, s in enumerate(raw))
     marks = d.get("marks") or {}
     if not marks:
         raise RuleError(f"{where}: a marks rule needs marks")
