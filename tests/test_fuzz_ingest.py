@@ -155,10 +155,12 @@ def test_files_that_are_not_event_logs_are_refused_by_name(fuzzed: Fuzzed) -> No
 # -- the unmutated seeds: the rows they gave before ------------------------------------------
 
 # per seed file: rows per table and a digest of them, computed with the code before the hardening
-# (tests/ingest_mutations.py row_digests): the seeds it read, it read the same as now
+# (tests/ingest_mutations.py row_digests): the seeds it read, it read the same as now. Detections are
+# left to the rules' tests; the psinject seeds' access digests were recomputed in issue 14 (the UNKNOWN
+# frame of their one CallTrace is .NET JIT code, no longer a stack anomaly)
 REFERENCE = {
     "de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx": {
-        "access": "1:7d0c8cb8cbeaeed8",
+        "access": "1:0e0708c0f305369f",
         "image": "1:bb43305b4d975f7e",
         "thread": "82:977a2dc9d28b4656"},
     "sysmon_10_11_outlfank_dumpert_and_andrewspecial_memdump.evtx": {
@@ -182,19 +184,19 @@ REFERENCE = {
         "process": "227:07864f3f56bed794",
         "registry": "32:0bfcda04ea3a9d7f"},
     "evtxrs.jsonl": {
-        "access": "1:c7198b65c154ec42",
+        "access": "1:d79af2451a7c9d36",
         "file": "1:976e074bed1cf397",
         "process": "21:4c61bce4c9b6b84c",
         "registry": "8:9dcc91aa93661de7",
         "thread": "29:759777e9230a8633"},
     "otrf.json": {
-        "access": "1:33c78c57a1651191",
+        "access": "1:885265d69b67564d",
         "file": "1:56ba342dd4922b76",
         "process": "21:c0fbca3d72a0b9d8",
         "registry": "8:3c9cdcf18f3ee724",
         "thread": "29:8128a7d83bcfa16c"},
     "winlogbeat.json": {
-        "access": "1:766bbbeacbd22509",
+        "access": "1:1d2e2ba0826e63eb",
         "file": "1:246a76437a601bde",
         "process": "21:34f17dc36e14263f",
         "registry": "8:48697010ff901486",
@@ -203,13 +205,13 @@ REFERENCE = {
     "sigma-d7a63acb-1284-49bc-bfea-7771146c8b1c.json": {"image": "1:610dd5a96b8118ed"},
     "sigma-c9e5f013-4a6f-4d8c-9b0e-f7a4c3d26e95.json": {"image": "1:4ea461af027e7f8b"},
     "json.zip": {
-        "access": "1:d9f6aa4191bb1520",
+        "access": "1:78459e7ff0a9577b",
         "file": "1:5d1bc4f35f02cc1d",
         "process": "21:c55b196b70aa7874",
         "registry": "8:2260857b440d2263",
         "thread": "29:82b06ab51790be72"},
     "json.tar.gz": {
-        "access": "1:511750c637fbb5a7",
+        "access": "1:aa6c401ead239d47",
         "file": "1:fbf8cffe4d52ffd1",
         "process": "21:6b39895754389505",
         "registry": "8:0c5faa41715d702f",

@@ -31,7 +31,7 @@ EXPECTED = {
     "Defense Evasion/meterpreter_migrate_to_explorer_sysmon_8.evtx": {
         "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"},
     "Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx": {
-        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION", "STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+        "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION", "REMOTE_THREAD_OUTSIDE_MAIN_IMAGE"},
     "Execution/Sysmon_meterpreter_ReflectivePEInjection_to_notepad_.evtx": {
         "POSSIBLE_MANUAL_MAP_OR_HOLLOWING_EXECUTION"},
     "Credential Access/CA_sysmon_hashdump_cmd_meterpreter.evtx": {
@@ -241,3 +241,20 @@ def test_the_dev_set_scores_at_least_the_issue_14_figures(ingested, tmp_path) ->
     recall, fp = score()
     assert recall >= 76 and fp <= 3, (recall, fp)
     assert score("--min-severity", "5")[0] >= 70
+
+
+def test_frames_the_dotnet_jit_compiled_are_not_unbacked_code(ingested) -> None:
+    db, _ = ingested
+    con = sqlite3.connect(db)
+
+    def anomalies(relative: str, actor: str) -> list:
+        return [r[0] for r in con.execute(
+            "SELECT a.stack_anomaly FROM access a JOIN ingested i ON a.source = i.source WHERE i.path = ? "
+            "AND a.image LIKE ? AND a.stack LIKE '%[unknown]%'", (str(DATA / relative), f"%{actor}"))]
+
+    jit = anomalies("EVTX-ATTACK-SAMPLES/Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx",
+                    "powershell.exe")
+    assert jit == [None], "UNKNOWN frames below System.ni.dll are PowerShell's JIT-compiled code"
+    shellcode = anomalies("EVTX-ATTACK-SAMPLES/AutomatedTestingTools/Malware/"
+                          "DE_timestomp_and_dll_sideloading_and_RunPersist.evtx", "NvSmart.exe")
+    assert any(shellcode), "UNKNOWN frames with no .NET frame above them are unbacked code"

@@ -103,6 +103,10 @@ def _clean(value: Any) -> Any:
     return None if value in ("", "-", None) else value
 
 
+DOTNET_RUNTIME = frozenset({"clr.dll", "coreclr.dll", "clrjit.dll", "mscorwks.dll", "mscoreei.dll", "mscorlib.dll",
+                            "system.private.corelib.dll"})
+
+
 def _frames(trace: str) -> list[list[Any]]:
     frames: list[list[Any]] = []
     for part in trace.split("|"):
@@ -123,9 +127,25 @@ def _origin(trace: str | None, image: str | None) -> dict[str, Any]:
     cls = {"ntdll.dll": "ntdll", "win32u.dll": "win32u", "[unknown]": "anon"}.get(first)
     if cls is None:
         cls = "exe" if image and first == ntpath.basename(image).lower() else "file"
-    unknown = sum(1 for _, sym in frames if sym == "[unknown]")
+    unknown = _unbacked_frames(frames)
     return {"stack": json.dumps(frames), "origin_module": frames[0][1], "origin_class": cls,
             "stack_anomaly": f"{unknown} UNKNOWN frame(s): code in memory no module backs" if unknown else None}
+
+
+def _is_dotnet(module: str) -> bool:
+    return module.endswith(".ni.dll") or module in DOTNET_RUNTIME
+
+
+def _unbacked_frames(frames: list[list[Any]]) -> int:
+    """UNKNOWN frames above the first .NET frame: below it they are methods the JIT compiled, which
+    call the API through the framework (PowerShell's P/Invoke), not code someone injected."""
+    unknown = 0
+    for _, sym in frames:
+        module = sym.split("+")[0].lower()
+        if _is_dotnet(module):
+            break
+        unknown += sym == "[unknown]"
+    return unknown
 
 
 def _fields(fields: dict[str, str], data: dict[str, Any], ev: Event, unfit: dict[str, str]) -> None:
