@@ -297,3 +297,10 @@ def test_each_file_gets_its_status_skipped_unread_partial_and_ok(tmp_path: Path)
     assert by_name["d-good.evtx"] == stored[str(folder / "d-good.evtx")]
     assert Path(rows[-2].file).name == "a-seen.evtx", "nothing to look at: last"
     assert rows[-1].counts == _sums(rows[:-1])
+
+
+def test_the_readme_sample_has_the_columns_and_the_bar_the_tool_prints() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = [line.strip() for line in readme.splitlines()]
+    assert " ".join(COLUMNS) in lines, "the sample table's header"
+    assert any(FRAME.match("\r" + line + "\x1b[K") for line in lines), "the sample bar"
