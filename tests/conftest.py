@@ -28,6 +28,18 @@ def ktriage(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
                           timeout=timeout, env=env)
 
 
+def windows_data() -> Path:
+    """The dev Windows samples (../shared/data/windows, or $KTRIAGE_WINDOWS_DATA); a module without them is
+    skipped, except in CI, where shared/ is beside the clone and missing data is a failure."""
+    data = Path(os.environ.get("KTRIAGE_WINDOWS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" /
+                               "windows"))
+    if not data.is_dir():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"the Windows samples are not at {data}")
+        pytest.skip(f"the Windows samples are not at {data}", allow_module_level=True)
+    return data
+
+
 def generate(name: str, *args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "ktriage.selftest.generators", name, *args],
                          capture_output=True, text=True, check=True, timeout=60)

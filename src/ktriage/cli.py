@@ -15,6 +15,7 @@ from pathlib import Path
 from ktriage import __version__
 from ktriage.errors import KtriageError, StoreError, UsageError
 from ktriage.render import detections as render_detections
+from ktriage.render.ingest_summary import DEFAULT_ROWS as DEFAULT_SUMMARY_ROWS
 from ktriage.live import stop_on_signals
 from ktriage.render.rows import FORMATS, write_rows
 from ktriage.store.access import DB_ERRORS, open_readonly
@@ -124,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "(each unreadable part is reported; what could be read is stored).")
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
     i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
+    i.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="the progress bar on stderr (auto: when stderr is a terminal)")
+    i.add_argument("--summary-rows", type=_depth, default=DEFAULT_SUMMARY_ROWS, metavar="N",
+                   help=f"files shown one by one in the final summary, most severe first; the rest are summed in "
+                        f"one row (default {DEFAULT_SUMMARY_ROWS}, 0: every file)")
 
     pr = sub.add_parser("prune", help="retention: delete events older than N days")
     pr.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
@@ -199,7 +205,8 @@ INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what 
 def _ingest(args: argparse.Namespace) -> int:
     from ktriage.ingest import Ingester
 
-    results = Ingester(args.db).run(args.paths)
+    progress = None if args.progress == "auto" else args.progress == "always"
+    results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows).run(args.paths)
     return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
 
 

@@ -26,11 +26,15 @@ from typing import Any, TextIO
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
+from ktriage.render import ingest_summary
+from ktriage.render.progress import Progress
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import DB_ERRORS, describe, open_store
 
 BATCH = 5000
+PROGRESS_TICK = 1024  # records between the progress bar's updates within a file
+SEVERE = 5  # DESIGN §3: suspicious and above
 SHOWN_ERRORS = 5
 KEPT_ERRORS = 100  # per file; the rest are counted
 
@@ -44,6 +48,7 @@ class FileResult:
     errors: list[RecordError] = field(default_factory=list)  # the first KEPT_ERRORS
     error_count: int = 0
     skipped_members: int = 0  # archive members that are not event logs
+    found: Counter[tuple[str, int]] = field(default_factory=Counter)  # detections by (name, severity)
     skipped: bool = False  # already ingested
     ingested: bool = False  # stored and marked (an empty log too)
 
@@ -55,6 +60,11 @@ class FileResult:
     def complete(self) -> bool:
         """Everything in the file was read (or it was ingested before)."""
         return self.error_count == 0
+
+    @property
+    def severe(self) -> int:
+        """Detections of severity 5 or more."""
+        return sum(n for (_name, severity), n in self.found.items() if severity >= SEVERE)
 
     def add_error(self, error: RecordError) -> None:
         self.error_count += 1
@@ -104,11 +114,14 @@ def _refusal(path: Path, walked: bool) -> str | None:
 
 
 class Ingester:
-    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits()) -> None:
+    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits(),
+                 progress: bool | None = None, summary_rows: int = ingest_summary.DEFAULT_ROWS) -> None:
+        """progress: draw the bar on err (None: when err is a terminal); summary_rows: files shown one by one."""
         self.store = open_store(db)
         self.engine = Engine(builtin_rules("windows"))
         self.err = err
-        self.tty = err.isatty()
+        self.progress = Progress(err, enabled=err.isatty() if progress is None else progress)
+        self.summary_rows = summary_rows
         self.limits = limits
 
     def run(self, paths: list[Path]) -> list[FileResult]:
@@ -116,22 +129,29 @@ class Ingester:
         files = log_files(paths)
         named = set(paths)
         results: list[FileResult] = []
+        self.progress.start(len(files))
         try:
-            for i, f in enumerate(files, 1):
-                results.append(self._stored_or_raise(f, i, len(files), walked=f not in named))
+            for f in files:
+                results.append(self._stored_or_raise(f, walked=f not in named))
+                self._progressed(results[-1])
         finally:
             self.store.close()
+            self.progress.finish()
             self._summary(results, len(files))
         return results
 
-    def _stored_or_raise(self, path: Path, index: int, count: int, walked: bool) -> FileResult:
+    def _progressed(self, r: FileResult) -> None:
+        """A file done, on the bar (its events were counted as they were read)."""
+        self.progress.update(files_done=1, detections=r.detections, severe=r.severe, errors=r.error_count)
+
+    def _stored_or_raise(self, path: Path, walked: bool) -> FileResult:
         try:
-            return self.ingest_file(path, index, count, walked)
+            return self.ingest_file(path, walked=walked)
         except DB_ERRORS as exc:  # the store, not the file: later files would fail the same way
             raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
                              "before it are stored, it and the files after it are not (ingest them again)") from exc
 
-    def ingest_file(self, path: Path, index: int = 1, count: int = 1, walked: bool = False) -> FileResult:
+    def ingest_file(self, path: Path, walked: bool = False) -> FileResult:
         """One file: read, detect, store, mark; never raises for what the file holds."""
         result = FileResult(path)
         refusal = _refusal(path, walked)
@@ -145,10 +165,10 @@ class Ingester:
             return result
         if self.store.ingested(sha):
             result.skipped = True
+            self.progress.clear()
             print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
             return result
-        if self.tty:
-            print(f"\r[{index}/{count}] {printable(path.name)[:60]:<60}", end="", file=self.err, flush=True)
+        self.progress.update(current=printable(path.name))
         self._store(path, sha, result)
         self._report(result)
         return result
@@ -167,22 +187,31 @@ class Ingester:
         batch = events + detections
         for start in range(0, len(batch), BATCH):
             self.store.insert(batch[start:start + BATCH])
+            self.progress.refresh()  # the clock moves on while a long file is stored
         result.events, result.detections = len(events), len(detections)
+        result.found.update((d["name"], d["severity"]) for d in detections)
         if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
             self.store.mark_ingested(sha, result.where, source, result.events, result.detections,
                                      result.error_count, result.unmapped)
             result.ingested = True
 
     def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
-        for rec in records(path, self.limits):
-            if isinstance(rec, RecordError):
-                result.add_error(rec)
-            elif isinstance(rec, Skipped):
-                result.skipped_members += 1
-            else:
-                ev = self._normalized(rec, source, result)
-                if ev is not None:
-                    events.append(ev)
+        counted = 0  # events already on the progress bar
+        try:
+            for n, rec in enumerate(records(path, self.limits), 1):
+                if isinstance(rec, RecordError):
+                    result.add_error(rec)
+                elif isinstance(rec, Skipped):
+                    result.skipped_members += 1
+                else:
+                    ev = self._normalized(rec, source, result)
+                    if ev is not None:
+                        events.append(ev)
+                if n % PROGRESS_TICK == 0:
+                    self.progress.update(events=len(events) - counted)
+                    counted = len(events)
+        finally:
+            self.progress.update(events=len(events) - counted)
 
     def _normalized(self, rec: tuple[int, dict[str, Any], dict[str, Any]], source: str,
                     result: FileResult) -> dict[str, Any] | None:
@@ -196,8 +225,7 @@ class Ingester:
         return ev
 
     def _report(self, r: FileResult) -> None:
-        if self.tty:
-            print("\r", end="", file=self.err)
+        self.progress.clear()
         if not r.ingested:
             first = r.errors[0] if r.errors else RecordError(r.where, "nothing readable")
             detail = printable(first.message) if r.error_count == 1 and first.where == r.where else (
@@ -225,6 +253,7 @@ class Ingester:
         for r in results:
             total.update(events=r.events, detections=r.detections, errors=r.error_count, skipped=int(r.skipped),
                          ingested=int(r.ingested), unreadable=int(not r.ingested and not r.skipped))
+        ingest_summary.write(self.err, results, self.summary_rows)
         stopped = f" (stopped after {len(results)} of {count} files)" if len(results) < count else ""
         print(f"ktriage: ingested {total['ingested']} files ({total['skipped']} already ingested, "
               f"{total['unreadable']} not readable): {total['events']} events, {total['detections']} detections, "
