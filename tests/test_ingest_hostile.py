@@ -327,3 +327,11 @@ def test_system_fields_of_the_wrong_type_are_located_errors(tmp_path: Path) -> N
     assert out.returncode == INCOMPLETE and "1 events, 0 detections, 0 unmapped records, 6 unreadable" in stderr
     assert f"{path}:1: malformed record: the record's Channel is an object, not text" in stderr
     assert f"{path}:4: malformed record: winlog Channel is a number, not text" in stderr
+
+
+def test_a_name_cannot_reorder_or_hide_its_report_line() -> None:
+    from ktriage.sources.reading import printable
+
+    assert printable("invoice\u202egpj.evtx") == "invoice\\u202egpj.evtx", "a right-to-left override"
+    assert printable("a\u200bb\u2066c\ufeffd") == "a\\u200bb\\u2066c\\ufeffd", "zero-width and isolate marks"
+    assert printable("évidence 日本.evtx") == "évidence 日本.evtx", "letters of any script stay as they are"

@@ -46,12 +46,15 @@ class BoundExceeded(Exception):
     """An archive member or stream grew past a ReadLimits bound."""
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# control characters, line separators, lone surrogates, and the invisible format characters that reorder or
+# hide text (bidi overrides and isolates, zero-width marks: "Trojan Source" names)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069"
+                          r"\ufeff\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
-    """text on one line: control characters, line separators and lone surrogates
-    (hostile file and member names) escaped, so a name cannot forge report lines."""
+    """text on one line: control characters, line separators, lone surrogates and invisible format characters
+    (hostile file and member names) escaped, so a name cannot forge or visually reorder report lines."""
     if text.isprintable():
         return text
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
