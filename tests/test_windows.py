@@ -32,10 +32,9 @@ EXPECTED = {
         "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"},
     "Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx": {
         "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION", "REMOTE_THREAD_OUTSIDE_MAIN_IMAGE"},
-    "Execution/Sysmon_meterpreter_ReflectivePEInjection_to_notepad_.evtx": {
-        "POSSIBLE_MANUAL_MAP_OR_HOLLOWING_EXECUTION"},
+    "Execution/Sysmon_meterpreter_ReflectivePEInjection_to_notepad_.evtx": {"MANUAL_MAP_INJECTION"},
     "Credential Access/CA_sysmon_hashdump_cmd_meterpreter.evtx": {
-        "LSASS_MEMORY_ACCESS", "POSSIBLE_MANUAL_MAP_OR_HOLLOWING_EXECUTION"},
+        "LSASS_MEMORY_ACCESS", "MANUAL_MAP_INJECTION"},
     "Credential Access/CA_keefarce_keepass_credump.evtx": {"REMOTE_THREAD_OUTSIDE_MAIN_IMAGE"},
     "Credential Access/CA_keepass_KeeThief_Get-KeePassDatabaseKey.evtx": {
         "REMOTE_THREAD_START_IN_NON_IMAGE_EXECUTABLE_REGION"},
@@ -43,7 +42,7 @@ EXPECTED = {
     "Privilege Escalation/privesc_rotten_potato_from_webshell_metasploit_sysmon_1_8_3.evtx": {
         "PROCESS_HOLLOWING_MARK_CHAIN_STRONG"},
     "AutomatedTestingTools/Malware/rundll32_hollowing_wermgr_masquerading.evtx": {
-        "STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP"},
+        "STACK_INTEGRITY_ANOMALY_ON_HANDLE_OP", "PROCESS_HOLLOWING_EMPTY_HOST_CHAIN"},
     "Defense Evasion/DE_ProcessHerpaderping_Sysmon_11_10_1_7.evtx": {"PROCESS_HERPADERPING_OR_GHOSTING_SUSPECT"},
     "Defense Evasion/Win_4985_T1186_Process_Doppelganging.evtx": {"PROCESS_HOLLOWING_TXF_SUSPECT_CHAIN"},
     "Defense Evasion/Sysmon_10_Evasion_Suspicious_NtOpenProcess_CallTrace.evtx": {
@@ -227,7 +226,7 @@ SCORER = DATA.parents[1] / "tools" / "windows-score" / "score.py"
 
 
 @pytest.mark.skipif(not SCORER.exists(), reason=f"the scorer is not at {SCORER}")
-def test_the_dev_set_scores_at_least_the_issue_14_figures(ingested, tmp_path) -> None:
+def test_the_dev_set_scores_at_least_what_it_scored_at_issue_14(ingested, tmp_path) -> None:
     db, _ = ingested
     jsonl = tmp_path / "dev.jsonl"
     jsonl.write_text(ktriage("detections", "--db", str(db), "--format", "jsonl").stdout)
@@ -239,8 +238,8 @@ def test_the_dev_set_scores_at_least_the_issue_14_figures(ingested, tmp_path) ->
         return int(recall.split("=")[1].split("/")[0]), int(fp.split("=")[1])
 
     recall, fp = score()
-    assert recall >= 76 and fp <= 3, (recall, fp)
-    assert score("--min-severity", "5")[0] >= 70
+    assert recall >= 78 and fp <= 1, (recall, fp)  # filed at 72/79, fp 18; the issue asked 76 and 3
+    assert score("--min-severity", "5")[0] >= 76  # filed at 44/79; asked 70
 
 
 def test_frames_the_dotnet_jit_compiled_are_not_unbacked_code(ingested) -> None:
