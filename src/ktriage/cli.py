@@ -14,10 +14,11 @@ from pathlib import Path
 
 from ktriage import __version__
 from ktriage.errors import KtriageError, StoreError, UsageError
-from ktriage.render import detections as render_detections
-from ktriage.live import stop_on_signals
 from ktriage.render.rows import FORMATS, write_rows
-from ktriage.store.access import DB_ERRORS, open_readonly
+from ktriage.store.access import database_errors, open_readonly
+
+# Each verb imports what it needs when it runs (the sensor, psycopg, the broker, the UI):
+# `ktriage ingest` of a file starts without loading any of them.
 
 log = logging.getLogger("ktriage")
 
@@ -217,12 +218,14 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _detections(args: argparse.Namespace) -> int:
+    from ktriage.render import detections as render_detections
+
     db = open_readonly(args.db)
     try:
         cur = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
         names = [d[0] for d in cur.description]
         detections = [dict(zip(names, row)) for row in cur]
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise StoreError(f"{args.db}: {exc}") from exc
     render_detections.write(sys.stdout, args.format, detections)
     return 0
@@ -231,6 +234,7 @@ def _detections(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from ktriage.detect.replay import jsonl_events, replay, stored_events
     from ktriage.detect.rules import builtin_rules
+    from ktriage.render import detections as render_detections
 
     if args.events is not None:
         if not args.events.is_file():
@@ -252,6 +256,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ktriage.broker.limits import Limits
     from ktriage.broker.server import Broker
     from ktriage.broker.token import load_token
+    from ktriage.live import stop_on_signals
 
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
         raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")
@@ -290,7 +295,7 @@ def _ui(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)  # a clear error now rather than on the first page
     try:
         sql_off = refusal(db)
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise StoreError(f"{db.name}: {exc}") from exc
     finally:
         db.close()
@@ -315,13 +320,13 @@ def _query(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     try:
         cur = db.execute(args.sql)
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise UsageError(f"query failed: {str(exc).strip().splitlines()[0]}") from exc
     columns = [d[0] for d in cur.description or ()]
     if columns:
         try:
             write_rows(sys.stdout, args.format, columns, cur)
-        except DB_ERRORS as exc:
+        except database_errors() as exc:
             raise StoreError(f"query failed while reading rows: {exc}") from exc
     return 0
 

@@ -28,7 +28,7 @@ from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
-from ktriage.store.access import DB_ERRORS, describe, open_store
+from ktriage.store.access import database_errors, describe, open_store
 
 BATCH = 5000
 SHOWN_ERRORS = 5
@@ -127,7 +127,7 @@ class Ingester:
     def _stored_or_raise(self, path: Path, index: int, count: int, walked: bool) -> FileResult:
         try:
             return self.ingest_file(path, index, count, walked)
-        except DB_ERRORS as exc:  # the store, not the file: later files would fail the same way
+        except database_errors() as exc:  # the store, not the file: later files would fail the same way
             raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
                              "before it are stored, it and the files after it are not (ingest them again)") from exc
 
