@@ -64,6 +64,19 @@ def _streams(text: str) -> frozenset[str]:
     return frozenset(FAMILIES) if "all" in names else frozenset(names)
 
 
+MAX_JOBS = 256
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1..{MAX_JOBS}")
+    return value
+
+
 def _depth(text: str) -> int:
     try:
         value = int(text)
@@ -125,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "(each unreadable part is reported; what could be read is stored).")
     i.add_argument("paths", type=Path, nargs="+", metavar="FILE", help="files or directories (walked)")
     i.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (created or migrated)")
+    i.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                   help="worker processes reading files in parallel (default: the CPUs; 1: all in this process)")
 
     pr = sub.add_parser("prune", help="retention: delete events older than N days")
     pr.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
@@ -198,9 +213,9 @@ INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what 
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ktriage.ingest import Ingester
+    from ktriage.ingest import Ingester, default_jobs
 
-    results = Ingester(args.db).run(args.paths)
+    results = Ingester(args.db, jobs=args.jobs or default_jobs()).run(args.paths)
     return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
 
 

@@ -17,8 +17,12 @@ with its error count. :attr:`FileResult.complete` tells the CLI's exit code.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +34,7 @@ from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import database_errors, describe, open_store
 
+log = logging.getLogger(__name__)
 BATCH = 5000
 SHOWN_ERRORS = 5
 KEPT_ERRORS = 100  # per file; the rest are counted
@@ -103,57 +108,34 @@ def _refusal(path: Path, walked: bool) -> str | None:
     return None
 
 
-class Ingester:
-    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits()) -> None:
-        self.store = open_store(db)
-        self.engine = Engine(builtin_rules("windows"))
-        self.err = err
-        self.tty = err.isatty()
-        self.limits = limits
+@dataclass(frozen=True)
+class WorkerDied:
+    """The outcome of a file whose worker process died reading it (ingest_pool)."""
 
-    def run(self, paths: list[Path]) -> list[FileResult]:
-        """Ingest every file; the summary is printed even when the store fails midway."""
-        files = log_files(paths)
-        named = set(paths)
-        results: list[FileResult] = []
-        try:
-            for i, f in enumerate(files, 1):
-                results.append(self._stored_or_raise(f, i, len(files), walked=f not in named))
-        finally:
-            self.store.close()
-            self._summary(results, len(files))
-        return results
+    how: str  # e.g. "killed by SIGKILL"
 
-    def _stored_or_raise(self, path: Path, index: int, count: int, walked: bool) -> FileResult:
-        try:
-            return self.ingest_file(path, index, count, walked)
-        except database_errors() as exc:  # the store, not the file: later files would fail the same way
-            raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
-                             "before it are stored, it and the files after it are not (ingest them again)") from exc
 
-    def ingest_file(self, path: Path, index: int = 1, count: int = 1, walked: bool = False) -> FileResult:
-        """One file: read, detect, store, mark; never raises for what the file holds."""
+@dataclass
+class Detected:
+    """One file read: its result so far, its events in order and their detections (not stored yet)."""
+
+    result: FileResult
+    source: str
+    events: list[dict[str, Any]]
+    detections: list[dict[str, Any]]
+
+
+class FileReader:
+    """Reads one file into events and detections without a store, so it runs in a worker process
+    as well as in the ingest's own: each file gets an engine of its own (fresh state), so its
+    detections do not depend on what else is read or where."""
+
+    def __init__(self, engine: Engine, limits: ReadLimits) -> None:
+        self.engine, self.limits = engine, limits
+
+    def detected(self, path: Path, sha: str) -> Detected:
+        """Never raises for what the file holds."""
         result = FileResult(path)
-        refusal = _refusal(path, walked)
-        try:
-            sha = None if refusal else _sha256(path)
-        except OSError as exc:
-            refusal = f"cannot read: {exc.strerror or exc}"
-        if refusal or sha is None:
-            result.add_error(RecordError(result.where, refusal or "cannot read"))
-            self._report(result)
-            return result
-        if self.store.ingested(sha):
-            result.skipped = True
-            print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
-            return result
-        if self.tty:
-            print(f"\r[{index}/{count}] {printable(path.name)[:60]:<60}", end="", file=self.err, flush=True)
-        self._store(path, sha, result)
-        self._report(result)
-        return result
-
-    def _store(self, path: Path, sha: str, result: FileResult) -> None:
         source = f"evtx:{sha[:12]}"
         events: list[dict[str, Any]] = []
         try:
@@ -163,15 +145,7 @@ class Ingester:
         events.sort(key=lambda e: (e["ts"], e["seq"]))
         for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
             ev["seq"] = i
-        detections = self.engine.fresh().process_many(events)  # each file on its own
-        batch = events + detections
-        for start in range(0, len(batch), BATCH):
-            self.store.insert(batch[start:start + BATCH])
-        result.events, result.detections = len(events), len(detections)
-        if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
-            self.store.mark_ingested(sha, result.where, source, result.events, result.detections,
-                                     result.error_count, result.unmapped)
-            result.ingested = True
+        return Detected(result, source, events, self.engine.fresh().process_many(events))
 
     def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
         for rec in records(path, self.limits):
@@ -194,6 +168,129 @@ class Ingester:
         if ev is None:
             result.unmapped += 1
         return ev
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Ingester:
+    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits(), jobs: int = 1) -> None:
+        """jobs: worker processes reading files in parallel (1: every file read in this process)."""
+        self.store = open_store(db)
+        self.engine = Engine(builtin_rules("windows"))
+        self.reader = FileReader(self.engine, limits)
+        self.err = err
+        self.tty = err.isatty()
+        self.limits = limits
+        self.jobs = jobs
+
+    def run(self, paths: list[Path]) -> list[FileResult]:
+        """Ingest every file; the summary is printed even when the store fails midway."""
+        files = log_files(paths)
+        named = set(paths)
+        results: list[FileResult] = []
+        try:
+            if min(self.jobs, len(files)) > 1:
+                self._run_in_workers(files, named, results)
+            else:
+                for i, f in enumerate(files, 1):
+                    results.append(self.ingest_file(f, i, len(files), walked=f not in named))
+        finally:
+            self.store.close()
+            self._summary(results, len(files))
+        return results
+
+    def _run_in_workers(self, files: list[Path], named: set[Path], results: list[FileResult]) -> None:
+        """Files hashed and checked here, read by the workers, stored here in their order: the
+        same rows and lines as reading them one by one, at most pool.window files in flight."""
+        from ktriage.ingest_pool import Job, ReaderPool  # multiprocessing only when it is used
+
+        with ReaderPool(min(self.jobs, len(files)), self.reader) as pool:
+            for i, f in enumerate(files, 1):
+                with self._storing(f):
+                    prepared = self._prepared(f, walked=f not in named)
+                if isinstance(prepared, str):
+                    pool.put(Job(f, i, prepared))
+                else:
+                    pool.put(Job(f, i, None, prepared))
+                while pool.full():
+                    results.append(self._finished(pool.take(), len(files)))
+            while pool.pending():
+                results.append(self._finished(pool.take(), len(files)))
+        log.info("ingest workers: %s", ", ".join(f"{k} {v}" for k, v in sorted(pool.counts.items())))
+
+    def _finished(self, job: Any, count: int) -> FileResult:
+        """A file out of the pool (an ingest_pool.Job): stored when a worker read it, reported either way."""
+        if isinstance(job.outcome, FileResult):  # refused or already ingested: nothing was read
+            return self._reported(job.outcome)
+        if isinstance(job.outcome, WorkerDied):
+            result = FileResult(job.path)
+            result.add_error(RecordError(result.where, f"the worker process reading it died ({job.outcome.how}): "
+                                         "nothing of it stored"))
+            return self._reported(result)
+        with self._storing(job.path):
+            if self.store.ingested(job.sha):  # the same content as a file before it in this run
+                return self._reported(FileResult(job.path, skipped=True))
+            self._progress(job.path, job.index, count)
+            return self._committed(job.outcome, job.sha)
+
+    @contextmanager
+    def _storing(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except database_errors() as exc:  # the store, not the file: later files would fail the same way
+            raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
+                             "before it are stored, it and the files after it are not (ingest them again)") from exc
+
+    def ingest_file(self, path: Path, index: int = 1, count: int = 1, walked: bool = False) -> FileResult:
+        """One file: read, detect, store, mark; never raises for what the file holds."""
+        with self._storing(path):
+            prepared = self._prepared(path, walked)
+            if isinstance(prepared, FileResult):
+                return self._reported(prepared)
+            self._progress(path, index, count)
+            return self._committed(self.reader.detected(path, prepared), prepared)
+
+    def _prepared(self, path: Path, walked: bool) -> FileResult | str:
+        """The file's SHA-256 when it is to be read, else its result: refused, or ingested before."""
+        result = FileResult(path)
+        refusal = _refusal(path, walked)
+        try:
+            sha = None if refusal else _sha256(path)
+        except OSError as exc:
+            refusal = f"cannot read: {exc.strerror or exc}"
+        if refusal or sha is None:
+            result.add_error(RecordError(result.where, refusal or "cannot read"))
+            return result
+        if self.store.ingested(sha):
+            result.skipped = True
+            return result
+        return sha
+
+    def _progress(self, path: Path, index: int, count: int) -> None:
+        if self.tty:
+            print(f"\r[{index}/{count}] {printable(path.name)[:60]:<60}", end="", file=self.err, flush=True)
+
+    def _committed(self, detected: Detected, sha: str) -> FileResult:
+        result, events, detections = detected.result, detected.events, detected.detections
+        batch = events + detections
+        for start in range(0, len(batch), BATCH):
+            self.store.insert(batch[start:start + BATCH])
+        result.events, result.detections = len(events), len(detections)
+        if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
+            self.store.mark_ingested(sha, result.where, detected.source, result.events, result.detections,
+                                     result.error_count, result.unmapped)
+            result.ingested = True
+        return self._reported(result)
+
+    def _reported(self, result: FileResult) -> FileResult:
+        if result.skipped:
+            print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
+        else:
+            self._report(result)
+        return result
 
     def _report(self, r: FileResult) -> None:
         if self.tty:
