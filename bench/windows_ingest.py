@@ -138,10 +138,11 @@ def cli_ingest(paths: list[Path], jobs: int | None, tmp: Path) -> dict[str, Any]
     return {"jobs": jobs or 1, "wall_s": elapsed, "cpu_s": used, "summary": summary}
 
 
-def folder(paths: list[Path], records: int, jobs: int, tmp: Path) -> dict[str, Any]:
+def folder(path: Path, files: int, records: int, jobs: int, tmp: Path) -> dict[str, Any]:
     """The folder ingested with one job and with jobs, through the CLI."""
+    paths = [path]
     one = cli_ingest(paths, 1 if _has_jobs() else None, tmp)
-    out: dict[str, Any] = {"files": len(paths), "records": records, "jobs_1": one}
+    out: dict[str, Any] = {"files": files, "records": records, "jobs_1": one}
     if _has_jobs() and jobs > 1:
         many = cli_ingest(paths, jobs, tmp)
         out[f"jobs_{jobs}"] = many
@@ -169,11 +170,12 @@ def measure(rounds: int = 3, otrf_copies: int = 4, evtx_copies: int = 2, jobs: i
     files = sorted(DATA.rglob("*.evtx"))
     jobs = jobs or os.cpu_count() or 1
     result: dict[str, Any] = {"dev_evtx": per_core(lambda: raw_evtx(files), lambda: ingest_in_process(files), rounds)}
-    with tempfile.TemporaryDirectory(prefix="ktriage-bench-corpus-") as tmp:
-        zips, copies = windows_corpus.build(files, Path(tmp), otrf_copies, evtx_copies)
-        result["otrf_zips"] = per_core(lambda: raw_json_zips(zips), lambda: ingest_in_process(zips), 1)
+    with tempfile.TemporaryDirectory(prefix="ktriage-bench-corpus-") as corpus, \
+            tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
+        zips, copies = windows_corpus.build(files, Path(corpus), otrf_copies, evtx_copies)
+        result["otrf_zips"] = per_core(lambda: raw_json_zips(zips), lambda: ingest_in_process(zips), rounds)
         records = result["otrf_zips"]["raw_records"] + evtx_copies * result["dev_evtx"]["raw_records"]
-        result["folder"] = folder([Path(tmp)], records, jobs, Path(tmp))
+        result["folder"] = folder(Path(corpus), len(zips) + len(copies), records, jobs, Path(tmp))
         result["startup"] = startup(Path(tmp))
     dev = result["dev_evtx"]
     result.update(files=len(files), records=dev["records"], raw_parse_per_s=dev["raw_per_wall_s"],

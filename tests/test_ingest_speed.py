@@ -20,7 +20,12 @@ import psycopg
 import pytest
 
 from conftest import ktriage
+from ktriage.detect.engine import Engine
+from ktriage.detect.rules import builtin_rules
+from ktriage.ingest import FileReader
+from ktriage.ingest_pool import Job, ReaderPool
 from ktriage.sources import jsonfile
+from ktriage.sources.reading import ReadLimits
 from ktriage.store import schema
 from test_windows import DATA  # skips this module too when the samples are missing
 
@@ -192,3 +197,27 @@ def test_numbers_of_19_digits_and_more_are_exact_and_64_bit_ones_take_orjson(num
     line = b'{"Keywords": %d, "Hashes": "SHA1=%d", "n": [%d]}' % (number, number, number)
     assert jsonfile._long_number(line, line.translate(jsonfile._SHAPE)) is exact_path
     assert jsonfile.decode(line, 64) == {"Keywords": number, "Hashes": f"SHA1={number}", "n": [number]}
+
+
+def test_the_pool_holds_a_bounded_number_of_files_and_bytes(tmp_path: Path) -> None:
+    """At most 4 files per worker in flight; past the byte budget only one per worker; results in order."""
+    files = [_evtx_copy(SMALL, tmp_path / f"f{i}.evtx", i + 1) for i in range(10)]
+    reader = FileReader(Engine(builtin_rules("windows")), ReadLimits())
+    size = SMALL.stat().st_size
+    with ReaderPool(2, reader, budget=10 * size) as pool:
+        put = 0
+        while not pool.full():
+            pool.put(Job(files[put], put + 1, f"{put:064d}", size))
+            put += 1
+        assert put == 8, "the window: 4 per worker"
+        taken = [pool.take() for _ in range(put)]
+    assert [j.index for j in taken] == list(range(1, 9)) and all(j.outcome.events for j in taken)
+    with ReaderPool(2, reader, budget=size) as pool:
+        pool.put(Job(files[0], 1, "0" * 64, size))
+        assert not pool.full(), "a worker is still free"
+        pool.put(Job(files[1], 2, "1" * 64, size))
+        assert pool.full(), "past the byte budget with every worker busy"
+        pool.take()
+        assert not pool.full()
+        pool.put(Job(files[2], 3, None, 0, outcome="refused"))  # nothing to read: no bytes, no worker
+        assert not pool.full() and pool.take().outcome.events and pool.take().outcome == "refused"

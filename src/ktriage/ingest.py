@@ -99,6 +99,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since it was hashed: its worker reports it
+        return 0
+
+
 def _refusal(path: Path, walked: bool) -> str | None:
     """Why a file found by a directory walk is not opened at all."""
     if walked and path.is_symlink():
@@ -204,7 +211,7 @@ class Ingester:
 
     def _run_in_workers(self, files: list[Path], named: set[Path], results: list[FileResult]) -> None:
         """Files hashed and checked here, read by the workers, stored here in their order: the
-        same rows and lines as reading them one by one, at most pool.window files in flight."""
+        same rows and lines as reading them one by one, a bounded number in flight (ingest_pool)."""
         from ktriage.ingest_pool import Job, ReaderPool  # multiprocessing only when it is used
 
         with ReaderPool(min(self.jobs, len(files)), self.reader) as pool:
@@ -212,7 +219,7 @@ class Ingester:
                 with self._storing(f):
                     prepared = self._prepared(f, walked=f not in named)
                 if isinstance(prepared, str):
-                    pool.put(Job(f, i, prepared))
+                    pool.put(Job(f, i, prepared, _size(f)))
                 else:
                     pool.put(Job(f, i, None, prepared))
                 while pool.full():

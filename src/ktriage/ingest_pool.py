@@ -6,9 +6,9 @@ milliseconds with the rules already compiled, and nothing is pickled to start it
 detections of one file. The parent alone hashes, stores and reports, in the order the files
 were given, so the rows, the report lines and their order are those of ``--jobs 1``.
 
-Bounded: at most ``window`` (2 per worker) files are submitted and not yet taken, so at most
-that many files' events are held at once; the parent waits for the oldest, nothing is
-dropped. A worker that dies (killed, or a crash in native code) breaks the pool: the oldest
+Bounded: at most ``window`` files (4 per worker) are submitted and not yet taken, and once
+every worker has one, no more than ``budget`` bytes of input (a file's events in memory grow
+with its size); the parent then waits for the oldest, nothing is dropped. A worker that dies (killed, or a crash in native code) breaks the pool: the oldest
 file in flight is then read again alone in a new worker, and when that one dies too it is the
 file's outcome (:class:`WorkerDied`, reported as its error); the other files in flight are
 read again in a new pool. ``counts`` keeps what happened (submitted, pool_broken, died).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +39,7 @@ class Job:
     path: Path
     index: int
     sha: str | None
+    size: int = 0  # bytes of input
     outcome: Any = None  # Detected, WorkerDied, or the FileResult of a file not read
     future: Future[Detected] | None = field(default=None, repr=False)
 
@@ -70,11 +72,16 @@ def _how(exit_codes: list[int | None]) -> str:
     return f"exit status {code}"
 
 
+WINDOW_PER_WORKER = 4
+BUDGET = 512 << 20
+
+
 class ReaderPool:
-    def __init__(self, jobs: int, reader: FileReader) -> None:
-        self.jobs, self.reader, self.window = jobs, reader, 2 * jobs
+    def __init__(self, jobs: int, reader: FileReader, budget: int = BUDGET) -> None:
+        self.jobs, self.reader, self.window, self.budget = jobs, reader, WINDOW_PER_WORKER * jobs, budget
         self.counts: Counter[str] = Counter()
         self._jobs: deque[Job] = deque()  # in the order given
+        self._reads, self._bytes = 0, 0  # jobs in flight that are read, and their input bytes
         self._pool = self._new_pool(jobs)
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
@@ -91,10 +98,12 @@ class ReaderPool:
         if job.sha is not None:
             job.future = self._pool.submit(_read, job.path, job.sha)
             self.counts["submitted"] += 1
+            self._reads += 1
+            self._bytes += job.size
         self._jobs.append(job)
 
     def full(self) -> bool:
-        return len(self._jobs) >= self.window
+        return len(self._jobs) >= self.window or self._reads >= self.jobs and self._bytes >= self.budget
 
     def pending(self) -> bool:
         return bool(self._jobs)
@@ -103,6 +112,8 @@ class ReaderPool:
         """The oldest job with its outcome (waits for it)."""
         job = self._jobs.popleft()
         if job.future is not None:
+            self._reads -= 1
+            self._bytes -= job.size
             try:
                 job.outcome = job.future.result()
             except BrokenProcessPool:
@@ -126,9 +137,16 @@ class ReaderPool:
             return pool.submit(_read, job.path, job.sha).result()
         except BrokenProcessPool:
             self.counts["died"] += 1
-            workers = getattr(pool, "_processes", None) or {}  # the dead worker, for its exit status
-            for process in workers.values():
-                process.join(5)
-            return WorkerDied(_how([p.exitcode for p in workers.values()]))
+            return WorkerDied(_how(_exit_codes(pool)))
         finally:
             pool.shutdown(wait=True)
+
+
+def _exit_codes(pool: ProcessPoolExecutor) -> list[int | None]:
+    """The exit status of the pool's workers. The pool's own thread reaps them, so the status
+    is waited for a moment rather than read at once."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    deadline = time.monotonic() + 5
+    while any(p.exitcode is None for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [p.exitcode for p in workers]

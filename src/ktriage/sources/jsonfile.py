@@ -43,10 +43,11 @@ def _long_number(data: bytes, shape: bytes) -> bool:
     """Whether data has a number of 19 digits or more that orjson would not keep exact: an
     integer beyond 64 bits, or such digits in a float (runs inside strings, as in hashes, mostly
     are not numbers). A 64-bit one such as the OTRF sets' Keywords (-9223372036854775808) is kept."""
-    at = shape.find(_LONG)
+    at, size = shape.find(_LONG), len(shape)
     while at >= 0:
-        rest = shape[at:]
-        end = at + len(rest) - len(rest.lstrip(b"1"))
+        end = at + len(_LONG)
+        while end < size and shape[end] == 0x31:
+            end += 1
         before = data[at - 1] if at else 0x20
         after = data[end] if end < len(data) else 0x20
         if before in _BEFORE_NUMBER and after in _AFTER_NUMBER and (after in _FRACTION or not _fits(data, at, end)):
