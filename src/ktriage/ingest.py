@@ -221,7 +221,7 @@ class Ingester:
                 if isinstance(prepared, str):
                     pool.put(Job(f, i, prepared, _size(f)))
                 else:
-                    pool.put(Job(f, i, None, prepared))
+                    pool.put(Job(f, i, None, outcome=prepared))
                 while pool.full():
                     results.append(self._finished(pool.take(), len(files)))
             while pool.pending():

@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 
 from ktriage.sources import sniff
-from ktriage.sources.archives import tar_records, zip_records
 from ktriage.sources.evtx_file import evtx_records
 from ktriage.sources.jsonfile import json_records
 from ktriage.sources.reading import ReadLimits, Record, RecordError, Skipped, printable
@@ -198,10 +197,10 @@ def records(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Record | 
     found = sniff.kind(head, path.name)
     if found == sniff.EVTX:
         yield from evtx_records(path, where, limits=limits)
-    elif found == sniff.ZIP:
-        yield from zip_records(path, limits)
-    elif found == sniff.TAR:
-        yield from tar_records(path, limits)
+    elif found in (sniff.ZIP, sniff.TAR):
+        from ktriage.sources import archives  # zipfile, tarfile and the decompressors: loaded for archives only
+
+        yield from (archives.zip_records if found == sniff.ZIP else archives.tar_records)(path, limits)
     elif found == sniff.JSON:
         with open(path, "rb") as f:
             yield from json_records(f, where, limits)
