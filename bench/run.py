@@ -203,8 +203,11 @@ def windows_rows(win: dict) -> list[tuple[str, str, str, str]]:
     if "speedup" in folder:
         rows.append((f"windows folder speed-up, --jobs {runs[-1]['jobs']} / --jobs 1", f"{folder['speedup']:.2f}", "-",
                      "-"))
-    rows.append(("windows ingest start-up: one-record ingest s", f"{start['one_record_ingest_s']:.3f}", "<= 0.3",
-                 _verdict(start["one_record_ingest_s"] <= 0.3)))
+    rows.append(("windows ingest start-up before the first record s", f"{start['before_first_record_s']:.3f}", "<= 0.3",
+                 _verdict(start["before_first_record_s"] <= 0.3)))
+    rows.append(("windows ingest start-up, no bytecode cache s", f"{start['before_first_record_s_no_bytecode_cache']:.3f}",
+                 "-", "-"))
+    rows.append(("windows ingest of one record, whole run s", f"{start['one_record_ingest_s']:.3f}", "-", "-"))
     return rows
 
 

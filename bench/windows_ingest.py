@@ -17,9 +17,12 @@ Figures (every ratio against a baseline of the same run; rates are records read 
 - folder: `ktriage ingest` of the whole folder as a subprocess, --jobs 1 and --jobs N (N =
   the CPUs), rounds interleaved: wall time (the median run) and the speed-up (the median of
   the rounds' ratios), and the CPU seconds of the CLI and its workers.
-- start-up: wall time of `ktriage ingest` of a one-record file into a fresh database (the
-  start-up before the first record, the record, and the exit), against `python -c pass`;
-  median of 5. Target <= 0.3 s.
+- start-up: the time `ktriage ingest` of a one-record file takes to open it (an audit hook
+  in the CLI's own process sees the open; the interpreter's start, `python -c pass`, is
+  added), and the wall time of the whole one-record ingest into a fresh database; medians
+  of 5, with Python's bytecode cached (in a temporary prefix: as an installed ktriage runs)
+  and with PYTHONDONTWRITEBYTECODE=1 (ktriage's own modules compiled at each start, as in a
+  source tree run so). Target <= 0.3 s before the first record.
 """
 
 from __future__ import annotations
@@ -159,20 +162,61 @@ def folder(path: Path, files: int, records: int, jobs: int, tmp: Path, rounds: i
     return out
 
 
+# The CLI run as `python -m ktriage` does, with an audit hook that prints the time of the first
+# open() of the input file: what precedes it is the start-up before the first record is read.
+_FIRST_OPEN = """
+import runpy, sys, time
+start, target = time.perf_counter(), sys.argv[-1]
+def hook(event, args):
+    if event == "open" and str(args[0]) == target and hook.first is None:
+        hook.first = time.perf_counter() - start
+        print(f"first-open {hook.first}", file=sys.__stdout__, flush=True)
+hook.first = None
+sys.addaudithook(hook)
+sys.argv = ["ktriage", *sys.argv[1:]]
+runpy.run_module("ktriage", run_name="__main__")
+"""
+
+
+def _startup_env(bytecode: Path | None) -> dict[str, str]:
+    """The environment with Python's bytecode cache in bytecode (as an installed ktriage runs), or
+    with PYTHONDONTWRITEBYTECODE=1 (ktriage's own modules, from a source tree without
+    __pycache__, compiled at each start; the installed libraries keep their bytecode)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    if bytecode is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+    return env
+
+
 def startup(tmp: Path, runs: int = 5) -> dict[str, float]:
-    """Median wall seconds of a one-record ingest into a fresh database, and of a bare interpreter."""
+    """Medians of: a bare interpreter's run; the CLI until it opens its input (the start-up before
+    the first record, once the interpreter runs); a whole one-record ingest into a fresh database.
+    With the bytecode cached (a first run writes it to a temporary prefix), and without."""
     one = tmp / "one.json"
     one.write_text(json.dumps(ONE_RECORD) + "\n")
-    ingest, bare = [], []
-    for i in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        bare.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ktriage", "ingest", "--db", str(tmp / f"one-{i}.db"), str(one)],
-                       check=True, capture_output=True)
-        ingest.append(time.perf_counter() - start)
-    return {"one_record_ingest_s": statistics.median(ingest), "python_bare_s": statistics.median(bare)}
+    out: dict[str, float] = {}
+    for label, env in (("", _startup_env(tmp / "pycache")), ("_no_bytecode_cache", _startup_env(None))):
+        subprocess.run([sys.executable, "-m", "ktriage", "ingest", "--db", str(tmp / "warm.db"), str(one)], env=env,
+                       check=True, capture_output=True)  # writes the bytecode cache, when there is one
+        ingest, bare, first = [], [], []
+        for i in range(runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
+            bare.append(time.perf_counter() - start)
+            opened = subprocess.run([sys.executable, "-c", _FIRST_OPEN, "ingest", "--db",
+                                     str(tmp / f"first{label}-{i}.db"), str(one)], check=True, capture_output=True,
+                                    text=True, env=env).stdout
+            first.append(float(opened.split("first-open ")[1].split()[0]))
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "ktriage", "ingest", "--db", str(tmp / f"one{label}-{i}.db"),
+                            str(one)], check=True, capture_output=True, env=env)
+            ingest.append(time.perf_counter() - start)
+        python = statistics.median(bare)
+        out.update({f"before_first_record_s{label}": python + statistics.median(first),
+                    f"one_record_ingest_s{label}": statistics.median(ingest), f"python_bare_s{label}": python})
+    return out
 
 
 def measure(rounds: int = 3, otrf_copies: int = 4, evtx_copies: int = 2, jobs: int | None = None) -> dict[str, Any]:
@@ -204,8 +248,10 @@ def _lines(result: dict[str, Any]) -> list[str]:
                      f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} CPU s")
     if "speedup" in fold:
         lines.append(f"folder speed-up: {fold['speedup']:.2f}")
-    lines.append(f"start-up: one-record ingest {start['one_record_ingest_s']:.3f} s (python -c pass "
-                 f"{start['python_bare_s']:.3f} s; target <= 0.3 s)")
+    for label, how in (("", "bytecode cached"), ("_no_bytecode_cache", "ktriage's bytecode not cached")):
+        lines.append(f"start-up ({how}) before the first record {start[f'before_first_record_s{label}']:.3f} s "
+                     f"(target <= 0.3 s); a whole one-record ingest {start[f'one_record_ingest_s{label}']:.3f} s; "
+                     f"python -c pass {start[f'python_bare_s{label}']:.3f} s")
     return lines
 
 
