@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
@@ -33,6 +33,9 @@ from ktriage.errors import StoreError, UsageError
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import database_errors, describe, open_store
+
+if TYPE_CHECKING:
+    from ktriage.ingest_pool import Job
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -228,8 +231,8 @@ class Ingester:
                 results.append(self._finished(pool.take(), len(files)))
         log.info("ingest workers: %s", ", ".join(f"{k} {v}" for k, v in sorted(pool.counts.items())))
 
-    def _finished(self, job: Any, count: int) -> FileResult:
-        """A file out of the pool (an ingest_pool.Job): stored when a worker read it, reported either way."""
+    def _finished(self, job: Job, count: int) -> FileResult:
+        """A file out of the pool: stored when a worker read it, reported either way."""
         if isinstance(job.outcome, FileResult):  # refused or already ingested: nothing was read
             return self._reported(job.outcome)
         if isinstance(job.outcome, WorkerDied):
@@ -237,6 +240,7 @@ class Ingester:
             result.add_error(RecordError(result.where, f"the worker process reading it died ({job.outcome.how}): "
                                          "nothing of it stored"))
             return self._reported(result)
+        assert job.sha is not None, "a job that was read has its hash"
         with self._storing(job.path):
             if self.store.ingested(job.sha):  # the same content as a file before it in this run
                 return self._reported(FileResult(job.path, skipped=True))
