@@ -14,11 +14,12 @@ from pathlib import Path
 
 from ktriage import __version__
 from ktriage.errors import KtriageError, StoreError, UsageError
-from ktriage.render import detections as render_detections
 from ktriage.render.ingest_summary import DEFAULT_ROWS as DEFAULT_SUMMARY_ROWS
-from ktriage.live import stop_on_signals
 from ktriage.render.rows import FORMATS, write_rows
-from ktriage.store.access import DB_ERRORS, open_readonly
+from ktriage.store.access import database_errors, open_readonly
+
+# Each verb imports what it needs when it runs (the sensor, psycopg, the broker, the UI):
+# `ktriage ingest` of a file starts without loading any of them.
 
 log = logging.getLogger("ktriage")
 
@@ -62,6 +63,19 @@ def _streams(text: str) -> frozenset[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown stream {', '.join(unknown)} (streams: {','.join(FAMILIES)})")
     return frozenset(FAMILIES) if "all" in names else frozenset(names)
+
+
+MAX_JOBS = 256
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1..{MAX_JOBS}")
+    return value
 
 
 def _depth(text: str) -> int:
@@ -130,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--summary-rows", type=_depth, default=DEFAULT_SUMMARY_ROWS, metavar="N",
                    help=f"files shown one by one in the final summary, most severe first; the rest are summed in "
                         f"one row (default {DEFAULT_SUMMARY_ROWS}, 0: every file)")
+    i.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                   help="worker processes reading files in parallel (default: the CPUs; 1: all in this process)")
 
     pr = sub.add_parser("prune", help="retention: delete events older than N days")
     pr.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
@@ -203,10 +219,11 @@ INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what 
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ktriage.ingest import Ingester
+    from ktriage.ingest import Ingester, default_jobs
 
     progress = None if args.progress == "auto" else args.progress == "always"
-    results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows).run(args.paths)
+    results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows,
+                       jobs=args.jobs or default_jobs()).run(args.paths)
     return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
 
 
@@ -224,12 +241,14 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _detections(args: argparse.Namespace) -> int:
+    from ktriage.render import detections as render_detections
+
     db = open_readonly(args.db)
     try:
         cur = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
         names = [d[0] for d in cur.description]
         detections = [dict(zip(names, row)) for row in cur]
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise StoreError(f"{args.db}: {exc}") from exc
     render_detections.write(sys.stdout, args.format, detections)
     return 0
@@ -238,6 +257,7 @@ def _detections(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from ktriage.detect.replay import jsonl_events, replay, stored_events
     from ktriage.detect.rules import builtin_rules
+    from ktriage.render import detections as render_detections
 
     if args.events is not None:
         if not args.events.is_file():
@@ -259,6 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ktriage.broker.limits import Limits
     from ktriage.broker.server import Broker
     from ktriage.broker.token import load_token
+    from ktriage.live import stop_on_signals
 
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
         raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")
@@ -297,7 +318,7 @@ def _ui(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)  # a clear error now rather than on the first page
     try:
         sql_off = refusal(db)
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise StoreError(f"{db.name}: {exc}") from exc
     finally:
         db.close()
@@ -322,13 +343,13 @@ def _query(args: argparse.Namespace) -> int:
     db = open_readonly(args.db)
     try:
         cur = db.execute(args.sql)
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise UsageError(f"query failed: {str(exc).strip().splitlines()[0]}") from exc
     columns = [d[0] for d in cur.description or ()]
     if columns:
         try:
             write_rows(sys.stdout, args.format, columns, cur)
-        except DB_ERRORS as exc:
+        except database_errors() as exc:
             raise StoreError(f"query failed while reading rows: {exc}") from exc
     return 0
 

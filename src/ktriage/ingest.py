@@ -17,11 +17,15 @@ with its error count. :attr:`FileResult.complete` tells the CLI's exit code.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
@@ -30,8 +34,12 @@ from ktriage.render import ingest_summary
 from ktriage.render.progress import Progress
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
-from ktriage.store.access import DB_ERRORS, describe, open_store
+from ktriage.store.access import database_errors, describe, open_store
 
+if TYPE_CHECKING:
+    from ktriage.ingest_pool import Job
+
+log = logging.getLogger(__name__)
 BATCH = 5000
 PROGRESS_TICK = 1024  # records between the progress bar's updates within a file
 SEVERE = 5  # DESIGN §3: suspicious and above
@@ -104,6 +112,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since it was hashed: its worker reports it
+        return 0
+
+
 def _refusal(path: Path, walked: bool) -> str | None:
     """Why a file found by a directory walk is not opened at all."""
     if walked and path.is_symlink():
@@ -113,67 +128,35 @@ def _refusal(path: Path, walked: bool) -> str | None:
     return None
 
 
-class Ingester:
-    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits(),
-                 progress: bool | None = None, summary_rows: int = ingest_summary.DEFAULT_ROWS) -> None:
-        """progress: draw the bar on err (None: when err is a terminal); summary_rows: files shown one by one."""
-        self.store = open_store(db)
-        self.engine = Engine(builtin_rules("windows"))
-        self.err = err
-        self.progress = Progress(err, enabled=err.isatty() if progress is None else progress)
-        self.summary_rows = summary_rows
-        self.limits = limits
+@dataclass(frozen=True)
+class WorkerDied:
+    """The outcome of a file whose worker process died reading it (ingest_pool)."""
 
-    def run(self, paths: list[Path]) -> list[FileResult]:
-        """Ingest every file; the summary is printed even when the store fails midway."""
-        files = log_files(paths)
-        named = set(paths)
-        results: list[FileResult] = []
-        self.progress.start(len(files))
-        try:
-            for f in files:
-                results.append(self._stored_or_raise(f, walked=f not in named))
-                self._progressed(results[-1])
-        finally:
-            self.store.close()
-            self.progress.finish()
-            self._summary(results, len(files))
-        return results
+    how: str  # e.g. "killed by SIGKILL"
 
-    def _progressed(self, r: FileResult) -> None:
-        """A file done, on the bar (its events were counted as they were read)."""
-        self.progress.update(files_done=1, detections=r.detections, severe=r.severe, errors=r.error_count)
 
-    def _stored_or_raise(self, path: Path, walked: bool) -> FileResult:
-        try:
-            return self.ingest_file(path, walked=walked)
-        except DB_ERRORS as exc:  # the store, not the file: later files would fail the same way
-            raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
-                             "before it are stored, it and the files after it are not (ingest them again)") from exc
+@dataclass
+class Detected:
+    """One file read: its result so far, its events in order and their detections (not stored yet)."""
 
-    def ingest_file(self, path: Path, walked: bool = False) -> FileResult:
-        """One file: read, detect, store, mark; never raises for what the file holds."""
+    result: FileResult
+    source: str
+    events: list[dict[str, Any]]
+    detections: list[dict[str, Any]]
+
+
+class FileReader:
+    """Reads one file into events and detections without a store, so it runs in a worker process
+    as well as in the ingest's own: each file gets an engine of its own (fresh state), so its
+    detections do not depend on what else is read or where."""
+
+    def __init__(self, engine: Engine, limits: ReadLimits, progress: Progress | None = None) -> None:
+        """progress: counts records on the bar as they are read (only in the ingest's own process)."""
+        self.engine, self.limits, self.progress = engine, limits, progress
+
+    def detected(self, path: Path, sha: str) -> Detected:
+        """Never raises for what the file holds."""
         result = FileResult(path)
-        refusal = _refusal(path, walked)
-        try:
-            sha = None if refusal else _sha256(path)
-        except OSError as exc:
-            refusal = f"cannot read: {exc.strerror or exc}"
-        if refusal or sha is None:
-            result.add_error(RecordError(result.where, refusal or "cannot read"))
-            self._report(result)
-            return result
-        if self.store.ingested(sha):
-            result.skipped = True
-            self.progress.clear()
-            print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
-            return result
-        self.progress.update(current=printable(path.name))
-        self._store(path, sha, result)
-        self._report(result)
-        return result
-
-    def _store(self, path: Path, sha: str, result: FileResult) -> None:
         source = f"evtx:{sha[:12]}"
         events: list[dict[str, Any]] = []
         try:
@@ -183,17 +166,7 @@ class Ingester:
         events.sort(key=lambda e: (e["ts"], e["seq"]))
         for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
             ev["seq"] = i
-        detections = self.engine.fresh().process_many(events)  # each file on its own
-        batch = events + detections
-        for start in range(0, len(batch), BATCH):
-            self.store.insert(batch[start:start + BATCH])
-            self.progress.refresh()  # the clock moves on while a long file is stored
-        result.events, result.detections = len(events), len(detections)
-        result.found.update((d["name"], d["severity"]) for d in detections)
-        if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
-            self.store.mark_ingested(sha, result.where, source, result.events, result.detections,
-                                     result.error_count, result.unmapped)
-            result.ingested = True
+        return Detected(result, source, events, self.engine.fresh().process_many(events))
 
     def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
         counted = 0  # events already on the progress bar
@@ -207,11 +180,12 @@ class Ingester:
                     ev = self._normalized(rec, source, result)
                     if ev is not None:
                         events.append(ev)
-                if n % PROGRESS_TICK == 0:
+                if self.progress is not None and n % PROGRESS_TICK == 0:
                     self.progress.update(events=len(events) - counted)
                     counted = len(events)
         finally:
-            self.progress.update(events=len(events) - counted)
+            if self.progress is not None:
+                self.progress.update(events=len(events) - counted)
 
     def _normalized(self, rec: tuple[int, dict[str, Any], dict[str, Any]], source: str,
                     result: FileResult) -> dict[str, Any] | None:
@@ -223,6 +197,143 @@ class Ingester:
         if ev is None:
             result.unmapped += 1
         return ev
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Ingester:
+    def __init__(self, db: str, err: TextIO = sys.stderr, limits: ReadLimits = ReadLimits(), jobs: int = 1,
+                 progress: bool | None = None, summary_rows: int = ingest_summary.DEFAULT_ROWS) -> None:
+        """jobs: worker processes reading files in parallel (1: every file read in this process);
+        progress: draw the bar on err (None: when err is a terminal); summary_rows: files shown one by one."""
+        self.store = open_store(db)
+        self.engine = Engine(builtin_rules("windows"))
+        self.err = err
+        self.progress = Progress(err, enabled=err.isatty() if progress is None else progress)
+        self.summary_rows = summary_rows
+        # workers count no records on the bar: a forked process must not draw on the parent's terminal
+        self.reader = FileReader(self.engine, limits, self.progress if jobs == 1 else None)
+        self.limits = limits
+        self.jobs = jobs
+
+    def run(self, paths: list[Path]) -> list[FileResult]:
+        """Ingest every file; the summary is printed even when the store fails midway."""
+        files = log_files(paths)
+        named = set(paths)
+        results: list[FileResult] = []
+        self.progress.start(len(files))
+        try:
+            if min(self.jobs, len(files)) > 1:
+                self._run_in_workers(files, named, results)
+            else:
+                for f in files:
+                    self._done(results, self.ingest_file(f, walked=f not in named))
+        finally:
+            self.store.close()
+            self.progress.finish()
+            self._summary(results, len(files))
+        return results
+
+    def _done(self, results: list[FileResult], r: FileResult) -> None:
+        """A file done, kept and on the bar (its events were counted as they were read, or now)."""
+        results.append(r)
+        events = r.events if self.reader.progress is None else 0
+        self.progress.update(files_done=1, events=events, detections=r.detections, severe=r.severe,
+                             errors=r.error_count)
+
+    def _run_in_workers(self, files: list[Path], named: set[Path], results: list[FileResult]) -> None:
+        """Files hashed and checked here, read by the workers, stored here in their order: the
+        same rows and lines as reading them one by one, a bounded number in flight (ingest_pool)."""
+        from ktriage.ingest_pool import Job, ReaderPool  # multiprocessing only when it is used
+
+        with ReaderPool(min(self.jobs, len(files)), self.reader) as pool:
+            for i, f in enumerate(files, 1):
+                with self._storing(f):
+                    prepared = self._prepared(f, walked=f not in named)
+                if isinstance(prepared, str):
+                    pool.put(Job(f, i, prepared, _size(f)))
+                else:
+                    pool.put(Job(f, i, None, outcome=prepared))
+                while pool.full():
+                    self._done(results, self._finished(pool.take()))
+                self.progress.refresh()
+            while pool.pending():
+                self._done(results, self._finished(pool.take()))
+        log.info("ingest workers: %s", ", ".join(f"{k} {v}" for k, v in sorted(pool.counts.items())))
+
+    def _finished(self, job: Job) -> FileResult:
+        """A file out of the pool: stored when a worker read it, reported either way."""
+        if isinstance(job.outcome, FileResult):  # refused or already ingested: nothing was read
+            return self._reported(job.outcome)
+        if isinstance(job.outcome, WorkerDied):
+            result = FileResult(job.path)
+            result.add_error(RecordError(result.where, f"the worker process reading it died ({job.outcome.how}): "
+                                         "nothing of it stored"))
+            return self._reported(result)
+        assert job.sha is not None, "a job that was read has its hash"
+        with self._storing(job.path):
+            if self.store.ingested(job.sha):  # the same content as a file before it in this run
+                return self._reported(FileResult(job.path, skipped=True))
+            self.progress.update(current=printable(job.path.name))
+            return self._committed(job.outcome, job.sha)
+
+    @contextmanager
+    def _storing(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except database_errors() as exc:  # the store, not the file: later files would fail the same way
+            raise StoreError(f"{self.store.path}: {describe(exc)} while storing {printable(str(path))}: the files "
+                             "before it are stored, it and the files after it are not (ingest them again)") from exc
+
+    def ingest_file(self, path: Path, walked: bool = False) -> FileResult:
+        """One file: read, detect, store, mark; never raises for what the file holds."""
+        with self._storing(path):
+            prepared = self._prepared(path, walked)
+            if isinstance(prepared, FileResult):
+                return self._reported(prepared)
+            self.progress.update(current=printable(path.name))
+            return self._committed(self.reader.detected(path, prepared), prepared)
+
+    def _prepared(self, path: Path, walked: bool) -> FileResult | str:
+        """The file's SHA-256 when it is to be read, else its result: refused, or ingested before."""
+        result = FileResult(path)
+        refusal = _refusal(path, walked)
+        try:
+            sha = None if refusal else _sha256(path)
+        except OSError as exc:
+            refusal = f"cannot read: {exc.strerror or exc}"
+        if refusal or sha is None:
+            result.add_error(RecordError(result.where, refusal or "cannot read"))
+            return result
+        if self.store.ingested(sha):
+            result.skipped = True
+            return result
+        return sha
+
+    def _committed(self, detected: Detected, sha: str) -> FileResult:
+        result, events, detections = detected.result, detected.events, detected.detections
+        batch = events + detections
+        for start in range(0, len(batch), BATCH):
+            self.store.insert(batch[start:start + BATCH])
+            self.progress.refresh()  # the clock moves on while a long file is stored
+        result.events, result.detections = len(events), len(detections)
+        result.found.update((d["name"], d["severity"]) for d in detections)
+        if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
+            self.store.mark_ingested(sha, result.where, detected.source, result.events, result.detections,
+                                     result.error_count, result.unmapped)
+            result.ingested = True
+        return self._reported(result)
+
+    def _reported(self, result: FileResult) -> FileResult:
+        if result.skipped:
+            self.progress.clear()
+            print(f"ktriage: {result.where}: already ingested, skipped", file=self.err)
+        else:
+            self._report(result)
+        return result
 
     def _report(self, r: FileResult) -> None:
         self.progress.clear()

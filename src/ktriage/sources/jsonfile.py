@@ -35,17 +35,33 @@ _BEFORE_NUMBER = frozenset(b":,[ \t\r\n-")
 _AFTER_NUMBER = frozenset(b",]} \t\r\n.eE")
 
 
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers orjson keeps exact (signed or unsigned 64 bits)
+_FRACTION = frozenset(b".eE")
+
+
 def _long_number(data: bytes, shape: bytes) -> bool:
-    """Whether data has a number of 19 digits or more (runs inside strings, as in hashes, mostly are not)."""
-    at = shape.find(_LONG)
+    """Whether data has a number of 19 digits or more that orjson would not keep exact: an
+    integer beyond 64 bits, or such digits in a float (runs inside strings, as in hashes, mostly
+    are not numbers). A 64-bit one such as the OTRF sets' Keywords (-9223372036854775808) is kept."""
+    at, size = shape.find(_LONG), len(shape)
     while at >= 0:
-        rest = shape[at:]
-        end = at + len(rest) - len(rest.lstrip(b"1"))
+        end = at + len(_LONG)
+        while end < size and shape[end] == 0x31:
+            end += 1
         before = data[at - 1] if at else 0x20
-        if before in _BEFORE_NUMBER and (end == len(data) or data[end] in _AFTER_NUMBER):
+        after = data[end] if end < len(data) else 0x20
+        if before in _BEFORE_NUMBER and after in _AFTER_NUMBER and (after in _FRACTION or not _fits(data, at, end)):
             return True
         at = shape.find(_LONG, end)
     return False
+
+
+def _fits(data: bytes, start: int, end: int) -> bool:
+    """Whether the digits data[start:end] (after a minus sign or not) are a 64-bit integer."""
+    if end - start > 20:
+        return False
+    value = int(data[start:end])
+    return _INT_MIN <= (-value if start and data[start - 1] == 0x2D else value) < _INT_END
 
 
 def decode(data: bytes | str, nesting: int, exact: bool = True) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ktriage.sources.reading import Record
+from ktriage.sources.shapecache import ShapeCache
 
 
 class Malformed(ValueError):
@@ -102,12 +103,21 @@ def _winlogbeat(obj: dict[str, Any], n: int) -> Record:
     return _record_number(w.get("record_id"), n), system, dict(_object(w.get("event_data"), "winlog.event_data"))
 
 
-def _flat(obj: dict[str, Any], n: int) -> Record:
-    system: dict[str, Any] = {}  # OTRF / Mordor: everything flat
-    for key, value in obj.items():
+def _flat_plan(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(key, System name) of the keys that name System fields, the first key of each name."""
+    plan: dict[str, str] = {}
+    for key in keys:
         name = _FLAT_SYSTEM.get(key.lower())
-        if name is not None:
-            system.setdefault(name, value)
+        if name is not None and name not in plan:
+            plan[name] = key
+    return tuple((key, name) for name, key in plan.items())
+
+
+_flat_plans = ShapeCache(_flat_plan)
+
+
+def _flat(obj: dict[str, Any], n: int) -> Record:
+    system = {name: obj[key] for key, name in _flat_plans(tuple(obj))}  # OTRF / Mordor: everything flat
     return _record_number(system.get("EventRecordID"), n), _checked(system, "the record's"), obj
 
 

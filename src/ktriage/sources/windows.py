@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from ktriage.sources import sniff
-from ktriage.sources.archives import tar_records, zip_records
 from ktriage.sources.evtx_file import evtx_records
 from ktriage.sources.jsonfile import json_records
 from ktriage.sources.reading import ReadLimits, Record, RecordError, Skipped, printable
+from ktriage.sources.shapecache import ShapeCache, caseless
 from ktriage.sources.windows_map import BOOLEAN_FIELDS, INTEGER_FIELDS, LOGS, MAPPINGS, mapped, rights_names
 
 __all__ = ["SUFFIXES", "RecordError", "Skipped", "evtx_records", "mapped", "normalize", "records"]
@@ -148,14 +148,29 @@ def _unbacked_frames(frames: list[list[Any]]) -> int:
     return unknown
 
 
-def _fields(fields: dict[str, str], data: dict[str, Any], ev: Event, unfit: dict[str, str]) -> None:
-    lower = {k.lower(): v for k, v in data.items()}
-    for name, field in fields.items():
-        value = _clean(lower.get(field.lower()))
+_origins = ShapeCache(lambda key: _origin(*key))  # a process's CallTraces repeat: each parsed once
+_TEXT, _INTEGER, _BOOLEAN = "text", "integer", "boolean"
+Reads = tuple[tuple[str, str, str], ...]  # event field, EventData name lower-cased, its type
+
+
+def _reads(fields: dict[str, str]) -> Reads:
+    return tuple((name, field.lower(), _INTEGER if name in INTEGER_FIELDS else _BOOLEAN if name in BOOLEAN_FIELDS
+                  else _TEXT) for name, field in fields.items())
+
+
+_READS = {key: _reads(fields) for key, (_, _, fields) in MAPPINGS.items()}  # planned once, not per record
+_caseless_keys = ShapeCache(caseless)
+
+
+def _fields(reads: Reads, data: dict[str, Any], ev: Event, unfit: dict[str, str]) -> None:
+    keys = _caseless_keys(tuple(data))
+    for name, field, kind in reads:
+        key = keys.get(field)
+        value = None if key is None else _clean(data[key])
         if value is not None:
-            if name in INTEGER_FIELDS:
+            if kind is _INTEGER:
                 value = _integer(name, value, unfit)
-            elif name in BOOLEAN_FIELDS:
+            elif kind is _BOOLEAN:
                 value = _boolean(name, value, unfit)
             elif type(value) is not str:
                 value = _text(value)
@@ -170,16 +185,16 @@ def normalize(system: dict[str, Any], data: dict[str, Any], source: str, seq: in
     mapping = MAPPINGS.get((log, event_id)) if log else None
     if mapping is None:
         return None
-    family, constants, fields = mapping
+    family, constants, _ = mapping
     unfit: dict[str, str] = {}
     host = system.get("Computer")
     ev: Event = {"family": family, "ts": _time(system.get("SystemTime"), unfit),
                  "host": host if host is None or type(host) is str else _text(host), "source": source, "seq": seq,
                  "event_id": event_id, **constants}
-    _fields(fields, data, ev, unfit)
+    _fields(_READS[(log, event_id)], data, ev, unfit)
     if family == "access":
         ev["rights"] = rights_names(ev.get("rights_mask") or 0)
-        ev.update(_origin(ev.pop("call_trace", None), ev.get("image")))
+        ev.update(_origins((ev.pop("call_trace", None), ev.get("image"))))
     if ev.get("pid") is None and "pid" not in unfit:
         process_id = _clean(system.get("ProcessID"))
         ev["pid"] = None if process_id is None else _integer("pid", process_id, unfit)
@@ -202,10 +217,10 @@ def records(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Record | 
     found = sniff.kind(head, path.name)
     if found == sniff.EVTX:
         yield from evtx_records(path, where, limits=limits)
-    elif found == sniff.ZIP:
-        yield from zip_records(path, limits)
-    elif found == sniff.TAR:
-        yield from tar_records(path, limits)
+    elif found in (sniff.ZIP, sniff.TAR):
+        from ktriage.sources import archives  # zipfile, tarfile and the decompressors: loaded for archives only
+
+        yield from (archives.zip_records if found == sniff.ZIP else archives.tar_records)(path, limits)
     elif found == sniff.JSON:
         with open(path, "rb") as f:
             yield from json_records(f, where, limits)

@@ -1,22 +1,40 @@
 """Open a store for writing, or a database for reading, by path or URL:
-``postgresql://…`` is PostgreSQL, anything else a SQLite file."""
+``postgresql://…`` is PostgreSQL, anything else a SQLite file.
+
+The PostgreSQL driver is loaded only for a ``postgresql://`` target (a SQLite ingest
+starts faster without it): :func:`database_errors` is what to catch, evaluated where an
+error is caught; ``DB_ERRORS`` loads psycopg, for the commands that use it anyway.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import psycopg
-
 from ktriage.errors import StoreError
-from ktriage.store.postgres import PostgresStore, connect, is_postgres, redact
 from ktriage.store.sqlite import SqliteStore
 from ktriage.store.sqlite import open_readonly as sqlite_readonly
+from ktriage.store.targets import is_postgres, redact
 
-DB_ERRORS = (sqlite3.Error, psycopg.Error)
 READ_TIMEOUT_MS = 30_000
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """What the database drivers raise: sqlite3's errors, and psycopg's once it is loaded (none
+    can be raised before). ``except database_errors():`` is evaluated only when something is raised."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DB_ERRORS":  # record, serve, ui and the fleet forwarder: they load psycopg anyway
+        import psycopg
+
+        return (sqlite3.Error, psycopg.Error)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe(exc: BaseException) -> str:
@@ -25,7 +43,8 @@ def describe(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL":
         return f"disk full: {first}"
-    if isinstance(exc, psycopg.errors.DiskFull):
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.errors.DiskFull):
         return f"disk full on the database server: {first}"
     return first
 
@@ -48,7 +67,11 @@ class Store(Protocol):
 
 
 def open_store(target: str) -> Store:
-    return PostgresStore(target) if is_postgres(target) else SqliteStore(target)
+    if is_postgres(target):
+        from ktriage.store.postgres import PostgresStore
+
+        return PostgresStore(target)
+    return SqliteStore(target)
 
 
 class ReadOnly:
@@ -63,6 +86,8 @@ class ReadOnly:
         self._time_limit_s: float | None = None
         self._deadline = 0.0
         if self.postgres:
+            from ktriage.store.postgres import connect
+
             self.conn: Any = connect(target, autocommit=True)
             self.conn.read_only = True
             self.conn.execute("SET default_transaction_read_only = on")
@@ -102,5 +127,5 @@ class ReadOnly:
 def open_readonly(target: str) -> ReadOnly:
     try:
         return ReadOnly(target)
-    except DB_ERRORS as exc:
+    except database_errors() as exc:
         raise StoreError(f"{redact(target)}: {exc}") from exc

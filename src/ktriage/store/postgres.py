@@ -22,25 +22,15 @@ import psycopg
 from ktriage.errors import StoreError
 from ktriage.store import schema
 from ktriage.store.sqlite import fit_event, fit_int64
+from ktriage.store.targets import is_postgres, redact
+
+__all__ = ["PostgresStore", "connect", "is_postgres", "redact"]
 
 log = logging.getLogger(__name__)
 # what COPY raises for a value its column cannot take (an object, a 100-bit integer, NUL, a lone surrogate)
 BIND_ERRORS = (psycopg.DataError, psycopg.ProgrammingError, UnicodeEncodeError, OverflowError)
 NUL = "\\x00"  # PostgreSQL text cannot hold NUL: kept as its escape
 MIGRATION_LOCK = 0x6B747269  # pg_advisory_xact_lock key: one migration at a time across hosts
-
-
-def is_postgres(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, tail = url.partition("@")
-    if not sep or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, cred = head.partition("//")
-    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection:
