@@ -32,6 +32,7 @@ from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
 from ktriage.render import ingest_summary
 from ktriage.render.progress import Progress
+from ktriage.sources.lineage import fill_parents
 from ktriage.sources.reading import ReadLimits, printable
 from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import database_errors, describe, open_store
@@ -166,6 +167,7 @@ class FileReader:
         events.sort(key=lambda e: (e["ts"], e["seq"]))
         for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
             ev["seq"] = i
+        fill_parents(events)
         return Detected(result, source, events, self.engine.fresh().process_many(events))
 
     def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
