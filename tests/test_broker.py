@@ -231,3 +231,18 @@ def test_a_verb_that_fails_inside_the_broker_answers_in_the_error_shape(caplog: 
     assert reply["id"] == 3 and reply["ok"] is False and reply["error"]["code"] == "internal", reply
     assert "stats failed" in caplog.text, "and the traceback is logged"
     assert broker.handle(client, {"id": 4, "verb": "hello"})["ok"], "the client goes on"
+
+
+def _loaded_by(statement: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", f"{statement}; import sys; print('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_the_sdk_and_the_cli_load_no_layer_they_do_not_use() -> None:
+    sdk = _loaded_by("import ktriage.client")
+    assert "ktriage.client" in sdk
+    heavy = [m for m in sdk if m.startswith(("ktriage.sensor", "ktriage.store", "ktriage.broker.server", "yaml",
+                                             "psycopg"))]
+    assert heavy == [], "the SDK imports only the protocol"
+    assert [m for m in _loaded_by("import ktriage.cli") if m.startswith("ktriage.sensor")] == []

@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ktriage.broker.protocol import MAX_FRAME, encode, read_frame
-from ktriage.broker.server import DEFAULT_SOCKET
+from ktriage.broker.protocol import DEFAULT_SOCKET, MAX_FRAME, encode, read_frame
 
 _LEN = struct.Struct(">I")
 

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 VERSION = 1
+DEFAULT_SOCKET = "/run/ktriage/broker.sock"  # the server's and the SDK's default
 MAX_FRAME = 1 << 20
 MAX_DEPTH = 32
 MAX_ID_CHARS = 128

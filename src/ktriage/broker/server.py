@@ -29,7 +29,7 @@ from ktriage import __version__
 from ktriage.broker.args import check_args, specs
 from ktriage.broker.clients import Client, Subscription
 from ktriage.broker.limits import Limits
-from ktriage.broker.protocol import MAX_FRAME, VERSION, ProtocolError, check_request, good_id
+from ktriage.broker.protocol import DEFAULT_SOCKET, MAX_FRAME, VERSION, ProtocolError, check_request, good_id
 from ktriage.broker.unix import UnixApi
 from ktriage.bus import Bus
 from ktriage.errors import BpfError, UsageError
@@ -41,7 +41,6 @@ from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
-DEFAULT_SOCKET = "/run/ktriage/broker.sock"
 HTTP_PREFIX = "http:"
 _REPLY_BUDGET = MAX_FRAME - 4096  # events in one get_event reply, in bytes of JSON
 
