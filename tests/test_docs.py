@@ -48,3 +48,15 @@ def test_readme_commands_run_as_root_and_ask_sudo_otherwise(root: None) -> None:
                              capture_output=True, text=True, env={"PATH": str(tools)})
     shutil.rmtree(tools)
     assert refused.returncode == 1 and "needs root, and there is no sudo here" in refused.stderr, refused.stderr
+
+
+def test_no_two_classes_share_a_name() -> None:
+    import ast
+    from collections import defaultdict
+
+    where: dict[str, list[str]] = defaultdict(list)
+    for path in sorted((ROOT / "src" / "ktriage").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                where[node.name].append(str(path.relative_to(ROOT)))
+    assert {name: files for name, files in where.items() if len(files) > 1} == {}

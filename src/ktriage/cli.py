@@ -276,7 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ktriage.broker.args import MAX_QUEUE
     from ktriage.broker.http import HttpApi
-    from ktriage.broker.limits import Limits
+    from ktriage.broker.limits import BrokerLimits
     from ktriage.broker.server import Broker
     from ktriage.broker.token import load_token
     from ktriage.live import stop_on_signals
@@ -293,7 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
         http = HttpApi(host.strip("[]"), int(port), load_token(args.token_file))
     try:
         broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue, forward=args.forward,
-                        spool=args.spool, host_id=args.host_id, limits=Limits(idle_timeout_s=args.idle_timeout))
+                        spool=args.spool, host_id=args.host_id, limits=BrokerLimits(idle_timeout_s=args.idle_timeout))
     except KeyError:
         raise UsageError(f"--group {args.group}: no such group") from None
     with stop_on_signals() as stop:

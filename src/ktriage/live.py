@@ -21,7 +21,7 @@ from ktriage.detect.rules import builtin_rules
 from ktriage.detect.tamper import TamperMonitor
 from ktriage.errors import SetupError, UsageError
 from ktriage.sensor.decode import Decoder, Event, boot_to_epoch_offset
-from ktriage.sensor.guard import Guard
+from ktriage.sensor.guard import StateGuard
 from ktriage.sensor.procs import ProcessTable, descendants
 from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit
 from ktriage.sensor.sigmarks import MarkReader, open_reader
@@ -75,7 +75,7 @@ class LiveSource:
             self.decoder.sensor_pids.add(self.sensor.options.peer_tgid)
         self.marks = open_reader()
         if self.engine is not None:
-            self.tamper = TamperMonitor(self.host, self.source, Guard(self.sensor), self.marks, os.getpid(),
+            self.tamper = TamperMonitor(self.host, self.source, StateGuard(self.sensor), self.marks, os.getpid(),
                                         self.next_detection_seq)
         self._last_poll = time.monotonic_ns()
 

@@ -22,7 +22,7 @@ Event = dict[str, Any]
 
 
 @dataclass
-class Subscription:
+class PidSubscription:
     root: int
     streams: frozenset[str]
     depth: int
@@ -36,12 +36,12 @@ class Member:
     joined: float
 
 
-class Client:
+class BrokerClient:
     def __init__(self, name: str, uid: int, capacity: int = 1024) -> None:
         self.name = name
         self.uid = uid
         self.capacity = capacity
-        self.subs: dict[int, Subscription] = {}
+        self.subs: dict[int, PidSubscription] = {}
         self.members: dict[int, Member] = {}
         self.queue: deque[dict[str, Any]] = deque()
         self.seq = 0
@@ -55,7 +55,7 @@ class Client:
 
     # -- subscriptions -------------------------------------------------------
 
-    def subscribe(self, sub: Subscription, tree: dict[int, int]) -> None:
+    def subscribe(self, sub: PidSubscription, tree: dict[int, int]) -> None:
         """Subscribe to a root and its live descendants (pid -> generation) within the depth."""
         now = time.monotonic()
         with self.cond:

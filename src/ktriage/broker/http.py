@@ -3,8 +3,8 @@
 POST /v1/<verb>?client=NAME with the verb's args as a JSON body; GET
 /v1/stream?client=NAME is a Server-Sent Events stream of that client's queue.
 Clients are named by the caller (1-64 of A-Z a-z 0-9 . _ -; created on first
-use, at most Limits.http_clients) and freed when their stream ends or when they
-had no request and no stream for Limits.idle_timeout_s. HTTP clients are never
+use, at most BrokerLimits.http_clients) and freed when their stream ends or when they
+had no request and no stream for BrokerLimits.idle_timeout_s. HTTP clients are never
 root, so ``shutdown`` is refused here. Every failure, the server's own
 included, is ``{"id": null, "ok": false, "error": {"code", "message"}}`` with a
 4xx/5xx status.
@@ -12,10 +12,10 @@ included, is ``{"id": null, "ok": false, "error": {"code", "message"}}`` with a
 Checked before anything is read past the headers: the Host header must name
 the listening address (and Origin, when sent, the same), against DNS
 rebinding; the bearer token (compared in constant time); the body's length
-(one decimal Content-Length within Limits.http_body; no Transfer-Encoding).
-A request must be complete Limits.http_request_timeout_s after the connection
-opened, its head within Limits.http_head bytes; at most
-Limits.http_connections connections are served at once (more get 503).
+(one decimal Content-Length within BrokerLimits.http_body; no Transfer-Encoding).
+A request must be complete BrokerLimits.http_request_timeout_s after the connection
+opened, its head within BrokerLimits.http_head bytes; at most
+BrokerLimits.http_connections connections are served at once (more get 503).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ktriage.broker.clients import Client
-from ktriage.broker.limits import Gate, Limits
+from ktriage.broker.clients import BrokerClient
+from ktriage.broker.limits import Gate, BrokerLimits
 from ktriage.broker.protocol import VERBS, ProtocolError, parse_json, shown, wait_readable
 from ktriage.broker.token import check_token
 
@@ -102,7 +102,7 @@ class _DeadlineReader(io.RawIOBase):
 class _Handler(BaseHTTPRequestHandler):
     api: HttpApi
     broker: Any
-    limits: Limits
+    limits: BrokerLimits
     default_request_version = "HTTP/1.0"  # so that even a garbled request line is answered with a status line
     server_version = "ktriage"
     sys_version = ""
@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         self.broker.drop_client(client)  # a stream's end is its client's end
 
-    def _stream(self, client: Client) -> None:
+    def _stream(self, client: BrokerClient) -> None:
         self._writing()
         self.answered = True
         self.send_response(200)

@@ -10,7 +10,7 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Limits:
+class BrokerLimits:
     connections: int = 128  # Unix socket connections at once; more are answered "busy" and closed
     http_connections: int = 64  # HTTP connections at once; more get 503 "busy"
     http_clients: int = 64  # named HTTP clients alive at once; a new name over it gets 429

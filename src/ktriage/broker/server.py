@@ -27,8 +27,8 @@ from typing import Any
 
 from ktriage import __version__
 from ktriage.broker.args import check_args, specs
-from ktriage.broker.clients import Client, Subscription
-from ktriage.broker.limits import Limits
+from ktriage.broker.clients import BrokerClient, PidSubscription
+from ktriage.broker.limits import BrokerLimits
 from ktriage.broker.protocol import DEFAULT_SOCKET, MAX_FRAME, VERSION, ProtocolError, check_request, good_id
 from ktriage.broker.unix import UnixApi
 from ktriage.bus import Bus
@@ -57,15 +57,15 @@ def _groups_of(pid: int) -> set[int]:
 class Broker:
     def __init__(self, socket_path: str = DEFAULT_SOCKET, db: str | None = None, group: str | None = None,
                  queue_capacity: int = 1024, forward: str | None = None, spool: Path | None = None,
-                 host_id: str | None = None, limits: Limits | None = None) -> None:
+                 host_id: str | None = None, limits: BrokerLimits | None = None) -> None:
         self.forward, self.spool, self.host_id = forward, spool, host_id
         self.socket_path = Path(socket_path)
         self.db = db
         self.gid = grp.getgrnam(group).gr_gid if group else None
         self.queue_capacity = queue_capacity
-        self.limits = limits or Limits()
+        self.limits = limits or BrokerLimits()
         self.specs = specs(self.limits.max_pids)
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, BrokerClient] = {}
         self.lock = threading.Lock()
         self.targets_lock = threading.RLock()  # a pid's kernel target is added and released in one order
         self.stopping = threading.Event()
@@ -157,23 +157,23 @@ class Broker:
 
     # -- clients -------------------------------------------------------------------
 
-    def _clients(self) -> list[Client]:
+    def _clients(self) -> list[BrokerClient]:
         with self.lock:
             return list(self.clients.values())
 
     def allowed(self, pid: int, uid: int, gid: int) -> bool:
         return uid == 0 or (self.gid is not None and (gid == self.gid or self.gid in _groups_of(pid)))
 
-    def new_client(self, uid: int) -> Client:
+    def new_client(self, uid: int) -> BrokerClient:
         with self.lock:
             self._next_client += 1
-            client = Client(f"client-{self._next_client}", uid, self.queue_capacity)
+            client = BrokerClient(f"client-{self._next_client}", uid, self.queue_capacity)
             self.clients[client.name] = client
             return client
 
     @contextmanager
-    def http_client(self, name: str, uid: int) -> Iterator[Client]:
-        """The HTTP client of that name (made on first use, within Limits.http_clients), busy while in use."""
+    def http_client(self, name: str, uid: int) -> Iterator[BrokerClient]:
+        """The HTTP client of that name (made on first use, within BrokerLimits.http_clients), busy while in use."""
         key = HTTP_PREFIX + name
         with self.lock:
             client = self.clients.get(key)
@@ -182,7 +182,7 @@ class Broker:
                 if known >= self.limits.http_clients:
                     raise ProtocolError("too_many_clients", f"{known} HTTP clients exist, the most there may be: "
                                                             f"reuse a name, or wait for an idle one to expire")
-                client = self.clients[key] = Client(key, uid, self.queue_capacity)
+                client = self.clients[key] = BrokerClient(key, uid, self.queue_capacity)
             client.active += 1
         try:
             yield client
@@ -191,7 +191,7 @@ class Broker:
                 client.active -= 1
                 client.last_seen = time.monotonic()
 
-    def drop_client(self, client: Client) -> None:
+    def drop_client(self, client: BrokerClient) -> None:
         """Forget client: its queue is closed and the kernel drops every pid no other client wants."""
         with self.lock:
             if self.clients.get(client.name) is client:
@@ -210,7 +210,7 @@ class Broker:
 
     # -- verbs -------------------------------------------------------------------------
 
-    def handle(self, client: Client, frame: dict[str, Any], start_stream: Callable[[], None] | None = None
+    def handle(self, client: BrokerClient, frame: dict[str, Any], start_stream: Callable[[], None] | None = None
                ) -> dict[str, Any]:
         request_id = frame.get("id") if good_id(frame.get("id")) else None
         try:
@@ -224,10 +224,10 @@ class Broker:
             log.exception("broker: %s failed", frame.get("verb"))
             return ProtocolError("internal", f"the broker failed: {type(exc).__name__}: {exc}").reply(request_id)
 
-    def _verb_hello(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_hello(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         return {"protocol": VERSION, "server": f"ktriage {__version__}", "client": client.name}
 
-    def _subscribe(self, client: Client, pids: list[int], args: dict[str, Any]) -> dict[int, int]:
+    def _subscribe(self, client: BrokerClient, pids: list[int], args: dict[str, Any]) -> dict[int, int]:
         """Subscribe client to each (live) pid and its tree within the depth; returns each pid's member count."""
         if args["queue"] is not None:
             client.capacity = args["queue"]
@@ -239,7 +239,7 @@ class Broker:
         assert self.source is not None
         with self.targets_lock:
             for pid in pids:
-                client.subscribe(Subscription(pid, args["streams"], args["depth"], args["ttl_s"]), found[pid])
+                client.subscribe(PidSubscription(pid, args["streams"], args["depth"], args["ttl_s"]), found[pid])
             try:
                 self.source.sensor.set_targets(targets)
             except BpfError as exc:
@@ -253,13 +253,13 @@ class Broker:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise ProtocolError("no_such_process", f"no process {', '.join(map(str, missing[:5]))}{more}")
 
-    def _verb_subscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_subscribe(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         self._require_live([args["pid"]])
         members = self._subscribe(client, [args["pid"]], args)
         return {"pid": args["pid"], "streams": sorted(args["streams"]), "depth": args["depth"],
                 "members": members[args["pid"]]}
 
-    def _verb_unsubscribe(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_unsubscribe(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         pid = args["pid"]
         if pid not in client.subs:
             raise ProtocolError("not_subscribed", f"not subscribed to {pid}")
@@ -267,7 +267,7 @@ class Broker:
         self._forget(gone)
         return {"pid": pid, "removed": len(gone)}
 
-    def _verb_set_pids(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_set_pids(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         """Replace every subscription of client by these pids: one /proc walk and one kernel update in all."""
         pids = args["pids"]
         self._require_live(pids)
@@ -276,16 +276,16 @@ class Broker:
         return {"subscriptions": [{"pid": p, "members": n} for p, n in members.items()],
                 "streams": sorted(args["streams"]), "depth": args["depth"]}
 
-    def _verb_get_event(self, client: Client, args: dict, _s: Any) -> list[dict[str, Any]]:
+    def _verb_get_event(self, client: BrokerClient, args: dict, _s: Any) -> list[dict[str, Any]]:
         return client.take(args["timeout"], args["max"], budget=_REPLY_BUDGET)
 
-    def _verb_stream(self, client: Client, args: dict, start_stream: Any) -> dict[str, Any]:
+    def _verb_stream(self, client: BrokerClient, args: dict, start_stream: Any) -> dict[str, Any]:
         if start_stream is None:
             raise ProtocolError("unsupported", "stream is served as Server-Sent Events over HTTP: GET /v1/stream")
         start_stream()
         return {"streaming": True}
 
-    def _verb_stats(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_stats(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         assert self.source is not None and self.source.decoder is not None
         sent, lost = self.source.sensor.counters()
         clients = [c.stats() for c in self._clients()]
@@ -303,7 +303,7 @@ class Broker:
             out.update({f"http_{k}": v for k, v in self.http.stats().items()})
         return out
 
-    def _verb_query_image(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_query_image(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         pid = args["pid"]
         assert self.source is not None and self.source.decoder is not None
         image = self.source.decoder.procs.images.get(pid) or read_exe(pid)
@@ -311,7 +311,7 @@ class Broker:
             raise ProtocolError("no_such_process", f"no image known for process {pid}")
         return {"pid": pid, "image": image}
 
-    def _verb_shutdown(self, client: Client, args: dict, _s: Any) -> dict[str, Any]:
+    def _verb_shutdown(self, client: BrokerClient, args: dict, _s: Any) -> dict[str, Any]:
         if client.uid != 0:
             raise ProtocolError("forbidden", "only root may shut the broker down")
         self.stopping.set()

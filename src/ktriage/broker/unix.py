@@ -2,7 +2,7 @@
 may take.
 
 Peers are checked with SO_PEERCRED (root, or a member of the broker's group).
-At most Limits.connections are served at once: one more is answered ``busy``
+At most BrokerLimits.connections are served at once: one more is answered ``busy``
 and closed by the accepting thread, without a thread of its own, and counted.
 A connection waits at most idle_timeout_s for its next request (not while it
 streams: a streaming client may stay silent), and a frame must be complete
@@ -22,8 +22,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ktriage.broker.clients import Client
-from ktriage.broker.limits import Gate, Limits
+from ktriage.broker.clients import BrokerClient
+from ktriage.broker.limits import Gate, BrokerLimits
 from ktriage.broker.protocol import MAX_FRAME, ProtocolError, encode, read_frame_within, wait_readable
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _refuse(conn: socket.socket, error: ProtocolError) -> None:
 class Connection:
     """One peer: replies and pushed events share the socket under one lock."""
 
-    def __init__(self, conn: socket.socket, client: Client, broker: Broker) -> None:
+    def __init__(self, conn: socket.socket, client: BrokerClient, broker: Broker) -> None:
         self.conn, self.client, self.broker = conn, client, broker
         self.send_lock = threading.Lock()
 
@@ -80,7 +80,7 @@ class Connection:
             with contextlib.suppress(OSError):  # already closed by the request thread: nothing left to end
                 self.conn.shutdown(socket.SHUT_RDWR)
 
-    def requests(self, limits: Limits) -> None:
+    def requests(self, limits: BrokerLimits) -> None:
         while not self.broker.stopping.is_set():
             idle = None if self.client.streaming else limits.idle_timeout_s
             try:
@@ -109,7 +109,7 @@ class Connection:
 
 
 class UnixApi:
-    def __init__(self, broker: Broker, limits: Limits) -> None:
+    def __init__(self, broker: Broker, limits: BrokerLimits) -> None:
         self.broker, self.limits = broker, limits
         self.gate = Gate(limits.connections)
         self.accept_errors = 0

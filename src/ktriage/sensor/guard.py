@@ -26,7 +26,7 @@ def cfg_differences(expected: bytes, found: bytes) -> list[str]:
     return [f"kt_cfg.{name}: expected {a}, found {b}" for name, a, b in zip(_CFG_NAMES, want, got) if a != b]
 
 
-class Guard:
+class StateGuard:
     def __init__(self, sensor: Sensor) -> None:
         assert sensor.obj is not None
         self.sensor = sensor

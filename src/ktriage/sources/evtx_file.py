@@ -41,7 +41,7 @@ def _unmapped_system(data: str) -> dict[str, Any] | None:
     return {"Channel": channel.group(1), "EventID": int(event_id.group(1))}
 
 
-def _refused(layout: evtx_layout.Layout, head: bytes) -> str | None:
+def _refused(layout: evtx_layout.EvtxLayout, head: bytes) -> str | None:
     """Why the file cannot be read as EVTX at all, or None."""
     if not layout.header.magic_ok and not evtx_layout.has_chunks(layout):
         return sniff.refusal(head, "", "EVTX file")
@@ -50,7 +50,7 @@ def _refused(layout: evtx_layout.Layout, head: bytes) -> str | None:
     return None
 
 
-def _error_place(message: str, where: str, position: int, layout: evtx_layout.Layout) -> tuple[str, int | None]:
+def _error_place(message: str, where: str, position: int, layout: evtx_layout.EvtxLayout) -> tuple[str, int | None]:
     found = _CHUNK_NUMBER.search(message)
     if found is None:
         return f"{where} after record {position}", None
@@ -70,7 +70,7 @@ def _decoded(data: str, position: int, where: str, peek: bool, nesting: int) -> 
     return position, system, event_data
 
 
-def _parse(source: Any, where: str, layout: evtx_layout.Layout, peek: bool,
+def _parse(source: Any, where: str, layout: evtx_layout.EvtxLayout, peek: bool,
            nesting: int) -> Iterator[Record | RecordError]:
     try:
         records = evtx.PyEvtxParser(source).records_json()

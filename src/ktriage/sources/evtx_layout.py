@@ -1,7 +1,7 @@
 """The EVTX container, read directly: what the file header and the chunk headers
 promise, so what the parser did not deliver can be reported instead of lost.
 
-Layout (libevtx's "Windows XML Event Log (EVTX)" document): a 4096-byte file
+EvtxLayout (libevtx's "Windows XML Event Log (EVTX)" document): a 4096-byte file
 header ("ElfFile\\0"; next record id at 24, chunk count at 42, flags at 120, a
 CRC32 of its first 120 bytes at 124), then 64 KiB chunks at 4096 + n·65536,
 each with a 512-byte header ("ElfChnk\\0"; first and last record id at 24 and
@@ -72,7 +72,7 @@ class Slot:
 
 
 @dataclass(frozen=True)
-class Layout:
+class EvtxLayout:
     size: int
     header: FileHeader
     slots: list[Slot]
@@ -123,7 +123,7 @@ def _slot(index: int, offset: int, data: bytes) -> Slot:
     return Slot(index, offset, length, "chunk", _u64(data, 24), _u64(data, 32), header_ok, data_ok)
 
 
-def scan(f: BinaryIO, size: int) -> Layout:
+def scan(f: BinaryIO, size: int) -> EvtxLayout:
     """The file's header and every chunk slot (one sequential read of the file)."""
     f.seek(0)
     header = _file_header(f.read(HEADER_BLOCK))
@@ -132,10 +132,10 @@ def scan(f: BinaryIO, size: int) -> Layout:
     while offset < size and len(slots) < MAX_CHUNKS:
         slots.append(_slot(len(slots), offset, f.read(CHUNK)))
         offset += CHUNK
-    return Layout(size, header, slots, max(0, size - offset))
+    return EvtxLayout(size, header, slots, max(0, size - offset))
 
 
-def has_chunks(layout: Layout) -> bool:
+def has_chunks(layout: EvtxLayout) -> bool:
     return any(s.state == "chunk" for s in layout.slots)
 
 
@@ -143,7 +143,7 @@ class View(io.RawIOBase):
     """The file as the parser should see it: a damaged header magic restored and
     the last chunk completed with zeros, so records before a cut are read."""
 
-    def __init__(self, f: BinaryIO, layout: Layout) -> None:
+    def __init__(self, f: BinaryIO, layout: EvtxLayout) -> None:
         self.f, self.size, self.real = f, layout.view_size, min(layout.size, layout.view_size)
         self.patch = b"" if layout.header.magic_ok else FILE_MAGIC
         self.pos = 0
@@ -209,7 +209,7 @@ def _holes(chunks: list[Slot], where: str) -> Iterator[RecordError]:
                                      f"(they fall between chunk {a} and chunk {b})")
 
 
-def _header_problems(layout: Layout, ids: list[int], chunks: list[Slot]) -> list[str]:
+def _header_problems(layout: EvtxLayout, ids: list[int], chunks: list[Slot]) -> list[str]:
     header = layout.header
     if not header.magic_ok:
         return [f"no EVTX file header (it starts {header.head.hex()}, not ElfFile): its chunks were read anyway"]
@@ -223,7 +223,7 @@ def _header_problems(layout: Layout, ids: list[int], chunks: list[Slot]) -> list
     return []
 
 
-def audit(layout: Layout, ids: list[int], reported: set[int], where: str) -> Iterator[RecordError]:
+def audit(layout: EvtxLayout, ids: list[int], reported: set[int], where: str) -> Iterator[RecordError]:
     """Every promise of the headers the records read (ids, sorted) do not meet; chunks
     the parser already reported (reported: chunk numbers) are not reported again."""
     chunks = [s for s in layout.slots if s.state == "chunk"]

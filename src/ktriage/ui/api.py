@@ -31,12 +31,12 @@ from ktriage.errors import StoreError
 from ktriage.render.preview import Preview
 from ktriage.store.access import DB_ERRORS, ReadOnly, open_readonly
 from ktriage.ui import queries, sqlbox
-from ktriage.ui.guard import Guard, allowed_hosts
+from ktriage.ui.guard import RequestGuard, allowed_hosts
 from ktriage.ui.replies import error, ok
 from ktriage.ui.values import lenient_text
 
 log = logging.getLogger(__name__)
-SQL_LIMITS = sqlbox.Limits()
+SQL_LIMITS = sqlbox.SqlLimits()
 SQL_AT_ONCE = 2  # SQL box statements running at the same time; more are told to wait
 API_TIME_LIMIT_S = 10.0  # the other endpoints' fixed queries
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -196,4 +196,4 @@ def create_app(db: str, token: str, port: int, listen_host: str = "127.0.0.1", a
     routes = [Route(f"/api/{name}", _endpoint(getattr(api, name)), methods=["GET"]) for name in ENDPOINTS]
     routes.append(Mount("/", StaticFiles(directory=str(static), html=True)))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error},
-                     middleware=[Middleware(Guard, token=token, hosts=allowed_hosts(listen_host, port))])
+                     middleware=[Middleware(RequestGuard, token=token, hosts=allowed_hosts(listen_host, port))])

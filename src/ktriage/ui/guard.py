@@ -40,7 +40,7 @@ def allowed_hosts(listen_host: str, port: int) -> frozenset[str]:
     return frozenset(hosts | set(names) if port == 80 else hosts)
 
 
-class Guard:
+class RequestGuard:
     def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str]) -> None:
         self.app, self.token, self.hosts = app, token.encode(), hosts
         self.origins = frozenset(f"http://{h}" for h in hosts)

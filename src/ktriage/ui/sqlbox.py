@@ -29,7 +29,7 @@ PG_BATCH = 100
 
 
 @dataclass(frozen=True)
-class Limits:
+class SqlLimits:
     seconds: float = 3.0
     rows: int = 1000
     reply_bytes: int = 4 * 1024 * 1024
@@ -56,13 +56,13 @@ def refusal(db: ReadOnly) -> str | None:
             "even in a read-only transaction); give the UI a URL whose role may only SELECT")
 
 
-def run_sql(db: ReadOnly, sql: str, limits: Limits = Limits()) -> dict[str, Any]:
+def run_sql(db: ReadOnly, sql: str, limits: SqlLimits = SqlLimits()) -> dict[str, Any]:
     if db.postgres:
         return _run_postgres(db, sql, limits)
     return _run_sqlite(db, sql, limits)
 
 
-def _collect(columns: list[str], rows: Iterable[Any], limits: Limits) -> dict[str, Any]:
+def _collect(columns: list[str], rows: Iterable[Any], limits: SqlLimits) -> dict[str, Any]:
     out: list[list[Any]] = []
     used, truncated = 0, None
     for row in rows:
@@ -79,13 +79,13 @@ def _collect(columns: list[str], rows: Iterable[Any], limits: Limits) -> dict[st
             "byte_limit": limits.reply_bytes}
 
 
-def _time_limit(limits: Limits) -> str:
+def _time_limit(limits: SqlLimits) -> str:
     return f"query stopped after {limits.seconds:g} s (the SQL box's time limit)"
 
 
 # SQLite ----------------------------------------------------------------------------------------------------------
 
-def _run_sqlite(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
+def _run_sqlite(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
     """The progress handler stops the statement between opcodes; the watchdog's sqlite3_interrupt also
     stops the long loops inside one opcode that check for it (counting a table, sorting)."""
     printf = sqlguard.bound(db.conn, limits.value_bytes)
@@ -105,7 +105,7 @@ def _run_sqlite(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
         watchdog.cancel()
 
 
-def _sqlite_reason(exc: sqlite3.Error, printf_refused: str | None, limits: Limits) -> str:
+def _sqlite_reason(exc: sqlite3.Error, printf_refused: str | None, limits: SqlLimits) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "interrupted" in text:
         return _time_limit(limits)
@@ -121,7 +121,7 @@ def _sqlite_reason(exc: sqlite3.Error, printf_refused: str | None, limits: Limit
 
 # PostgreSQL ------------------------------------------------------------------------------------------------------
 
-def _run_postgres(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
+def _run_postgres(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
     refused = refusal(db)
     if refused:
         raise SqlRefused(refused)
@@ -138,7 +138,7 @@ def _run_postgres(db: ReadOnly, sql: str, limits: Limits) -> dict[str, Any]:
         raise SqlFailed(str(exc).strip().splitlines()[0] or type(exc).__name__) from exc
 
 
-def _batches(cur: Any, started: float, limits: Limits) -> Iterator[Any]:
+def _batches(cur: Any, started: float, limits: SqlLimits) -> Iterator[Any]:
     """The cursor's rows, fetched PG_BATCH at a time, stopped at the time limit (each FETCH has its own)."""
     while True:
         if time.monotonic() - started > limits.seconds:
