@@ -246,3 +246,35 @@ def test_the_sdk_and_the_cli_load_no_layer_they_do_not_use() -> None:
                                              "psycopg"))]
     assert heavy == [], "the SDK imports only the protocol"
     assert [m for m in _loaded_by("import ktriage.cli") if m.startswith("ktriage.sensor")] == []
+
+
+def test_serve_with_a_database_writes_its_run_and_counters(root: None, tmp_path: Path) -> None:
+    import sqlite3
+
+    db, sock = tmp_path / "serve.db", str(tmp_path / "b.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "ktriage", "serve", "--socket", sock, "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "broker serving on" in proc.stdout.readline(), proc.stderr.read()
+        target = _held("import sys\nprint('ready', flush=True)\nsys.stdin.readline()\nopen(sys.argv[1], 'w').close()\n",
+                       str(tmp_path / "written"))
+        with Client(sock) as c:
+            c.subscribe(target.pid, streams=["file", "process"])
+            target.stdin.write("go\n")
+            target.stdin.flush()
+            target.wait(timeout=30)
+            _drain(c, target.pid)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    con = sqlite3.connect(db)
+    (run_id, ended), = con.execute("SELECT id, ended FROM runs").fetchall()
+    assert ended is not None, "the run has its end"
+    stats = {(stage, family, counter): value for stage, family, counter, value in
+             con.execute("SELECT stage, family, counter, value FROM stats WHERE run_id = ?", (run_id,))}
+    stored = con.execute("SELECT count(*) FROM file").fetchone()[0]
+    assert stats[("store", "", "written")] >= stored >= 1 and ("clients", "", "dropped") in stats
+    sent = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("bpf", "sent"))
+    lost = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("bpf", "lost"))
+    received = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("decode", "received"))
+    assert sent - received == lost, stats

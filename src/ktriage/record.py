@@ -22,6 +22,7 @@ from ktriage.errors import StoreError
 from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
 from ktriage.render.detections import alert_line
 from ktriage.recovery import unclosed_runs
+from ktriage.runstats import sink_rows, source_rows
 from ktriage.sensor import layouts
 from ktriage.sensor.decode import Event
 from ktriage.sensor.procs import state_and_start
@@ -129,7 +130,7 @@ class Recorder:
             writer.join()
             if forwarder:
                 forwarder.join()
-        return self._finish(store, source, bus, writer, run_id, forwarder)
+        return self._finish(store, source, writer, run_id, forwarder)
 
     def _forwarder(self, bus: Bus) -> Forwarder | None:
         if not self.options.forward:
@@ -170,24 +171,11 @@ class Recorder:
         line = f"{elapsed:6.0f}s  events={total} ({total / max(elapsed, 1e-9):.0f}/s)  {fams}  lost={sum(lost.values())}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.err, flush=True)
 
-    def _finish(self, store: Store, source: LiveSource, bus: Bus, writer: StoreWriter, run_id: int,
+    def _finish(self, store: Store, source: LiveSource, writer: StoreWriter, run_id: int,
                 forwarder: Forwarder | None) -> int:
+        rows = source_rows(source) + sink_rows(writer, forwarder)
         sent, lost = source.sensor.counters()
-        decoder = source.decoder
-        assert decoder is not None
-        dropped = bus.subscriptions[0].dropped
-        rows = [("bpf", f, "sent", sent[f]) for f in layouts.FAMILIES]
-        rows += [("bpf", f, "lost", lost[f]) for f in layouts.FAMILIES]
-        rows += [("decode", f, "received", decoder.records[f]) for f in layouts.FAMILIES]
-        rows += [("decode", f, "events", source.counts[f]) for f in layouts.FAMILIES]
-        if source.engine is not None:
-            rows += [("detect", "", name, value) for name, value in sorted(source.engine.counters.items())]
-        rows.append(("detect", "", "delivered", source.counts["detection"]))  # the engine's and integrity's
-        rows += [("decode", "", "errors", decoder.errors), ("decode", "", "own", source.own_events),
-                 ("queue", "", "dropped", dropped),
-                 ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
-        if forwarder:
-            rows += forwarder.counters() + [("queue", "forward", "dropped", bus.subscriptions[1].dropped)]
+        dropped = writer.sub.dropped
         stats_error = self._end_run(store, run_id, rows)
         self._print_summary(sent, lost, source, dropped, writer)
         if forwarder:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import platform
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +36,10 @@ from ktriage.broker.unix import UnixApi
 from ktriage.bus import Bus
 from ktriage.errors import BpfError, UsageError
 from ktriage.live import POLL_MS, LiveSource, require_root
+from ktriage.runstats import sink_rows, source_rows
 from ktriage.sensor.procs import read_exe, trees
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.store.access import open_store
+from ktriage.store.access import Store, database_errors, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
 
@@ -83,6 +86,7 @@ class Broker:
         self.source = LiveSource(SensorOptions(targeted=True), host=self.host_id)
         self.source.start()
         store = open_store(self.db) if self.db else None
+        run_id = self._begin_run(store)
         bus = Bus()
         writer = StoreWriter(store, bus.subscribe("store", 1_000_000)) if store else None
         forwarder = (Forwarder(self.forward, bus.subscribe("forward", 1_000_000), self.spool or Path("spool"))
@@ -100,6 +104,8 @@ class Broker:
             ready.set()
         try:
             self._pump(bus)
+            self.source.sensor.detach()
+            bus.publish(self.source.poll(0))  # every record the kernel sent: sent - received = lost holds
         finally:
             listener.close()
             self.socket_path.unlink(missing_ok=True)
@@ -109,10 +115,30 @@ class Broker:
                     thread.join()
             if http is not None:
                 http.stop()
+            if store and writer and run_id is not None:
+                self._end_run(store, run_id, writer, forwarder)
             self.source.close()
             if store:
                 store.close()
         return 0
+
+    def _begin_run(self, store: Store | None) -> int | None:
+        if store is None:
+            return None
+        assert self.source is not None and self.source.sensor.probe is not None
+        return store.begin_run(self.source.host, "ebpf", platform.release(), __version__, " ".join(sys.argv),
+                               self.source.sensor.probe.works)
+
+    def _end_run(self, store: Store, run_id: int, writer: StoreWriter, forwarder: Forwarder | None) -> None:
+        """The run's end and counters, the clients' drops among them; a store that cannot take them is logged."""
+        assert self.source is not None
+        clients = [c.stats() for c in self._clients()]
+        rows = source_rows(self.source) + sink_rows(writer, forwarder)
+        rows.append(("clients", "", "dropped", sum(c["dropped"] for c in clients)))
+        try:
+            store.end_run(run_id, rows)
+        except database_errors() as exc:
+            log.warning("broker: the run's counters were not stored: %s", describe(exc))
 
     def _listen(self) -> socket.socket:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)

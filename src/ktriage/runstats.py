@@ -1,0 +1,41 @@
+"""A run's per-stage counters, as the rows of the `stats` table: what the kernel
+sent and lost, what was decoded, what the rules did, what each queue dropped and
+what was stored or forwarded. `record` and `serve` write the same rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ktriage.sensor import layouts
+
+if TYPE_CHECKING:
+    from ktriage.live import LiveSource
+    from ktriage.store.forwarder import Forwarder
+    from ktriage.store.writer import StoreWriter
+
+Row = tuple[str, str, str, int]  # stage, family, counter, value
+
+
+def source_rows(source: LiveSource) -> list[Row]:
+    """The kernel's, the decoder's and the rules' counters of a live source."""
+    sent, lost = source.sensor.counters()
+    decoder = source.decoder
+    assert decoder is not None
+    rows = [("bpf", f, "sent", sent[f]) for f in layouts.FAMILIES]
+    rows += [("bpf", f, "lost", lost[f]) for f in layouts.FAMILIES]
+    rows += [("decode", f, "received", decoder.records[f]) for f in layouts.FAMILIES]
+    rows += [("decode", f, "events", source.counts[f]) for f in layouts.FAMILIES]
+    if source.engine is not None:
+        rows += [("detect", "", name, value) for name, value in sorted(source.engine.counters.items())]
+    rows.append(("detect", "", "delivered", source.counts["detection"]))  # the engine's and integrity's
+    rows += [("decode", "", "errors", decoder.errors), ("decode", "", "own", source.own_events)]
+    return rows
+
+
+def sink_rows(writer: StoreWriter, forwarder: Forwarder | None) -> list[Row]:
+    """What the store's queue dropped and the store wrote; the forwarder's counters and its queue's drops."""
+    rows = [("queue", "", "dropped", writer.sub.dropped),
+            ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
+    if forwarder:
+        rows += forwarder.counters() + [("queue", "forward", "dropped", forwarder.sub.dropped)]
+    return rows
