@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def windows_data() -> Path:
             raise RuntimeError(f"the Windows samples are not at {data}")
         pytest.skip(f"the Windows samples are not at {data}", allow_module_level=True)
     return data
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of that size at mount (created), unmounted afterwards (root only)."""
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "ktriage-test", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def generate(name: str, *args: str) -> dict[str, Any]:

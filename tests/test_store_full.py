@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Recording, ktriage
+from conftest import Recording, ktriage, tmpfs
 from test_windows import ATTACKS
 from ktriage.model.families import FAMILIES
 
@@ -23,13 +22,8 @@ pytestmark = pytest.mark.root
 @pytest.fixture
 def small_disk(root: None, tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB filesystem (tmpfs) that a recording fills within seconds."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "ktriage-test", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def _fill(rec: Recording, work: Path, timeout: float = 60) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ktriage
+from conftest import ktriage, tmpfs
 from uiserver import UiServer, is_error_shape
 
 ROWS = 2000
@@ -376,13 +376,8 @@ def _layout(directory: Path, name: str, wal: bool, shm: bool) -> Path:
 
 @pytest.fixture
 def ro_mount(root: None, tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "evidence"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "evidence", "64m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 LAYOUTS = {"checkpointed": (False, False, 20), "wal_and_shm": (True, True, 25), "wal_only": (True, False, 25)}

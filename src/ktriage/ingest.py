@@ -218,7 +218,6 @@ class Ingester:
         self.summary_rows = summary_rows
         # workers count no records on the bar: a forked process must not draw on the parent's terminal
         self.reader = FileReader(self.engine, limits, self.progress if jobs == 1 else None)
-        self.limits = limits
         self.jobs = jobs
 
     def run(self, paths: list[Path]) -> list[FileResult]:

@@ -173,8 +173,8 @@ class Recorder:
 
     def _finish(self, store: Store, source: LiveSource, writer: StoreWriter, run_id: int,
                 forwarder: Forwarder | None) -> int:
-        rows = source_rows(source) + sink_rows(writer, forwarder)
         sent, lost = source.sensor.counters()
+        rows = source_rows(source, sent, lost) + sink_rows(writer, forwarder)
         dropped = writer.sub.dropped
         stats_error = self._end_run(store, run_id, rows)
         self._print_summary(sent, lost, source, dropped, writer)

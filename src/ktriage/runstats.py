@@ -16,9 +16,8 @@ if TYPE_CHECKING:
 Row = tuple[str, str, str, int]  # stage, family, counter, value
 
 
-def source_rows(source: LiveSource) -> list[Row]:
-    """The kernel's, the decoder's and the rules' counters of a live source."""
-    sent, lost = source.sensor.counters()
+def source_rows(source: LiveSource, sent: dict[str, int], lost: dict[str, int]) -> list[Row]:
+    """The kernel's counters (sent, lost: as read once by the caller), the decoder's and the rules'."""
     decoder = source.decoder
     assert decoder is not None
     rows = [("bpf", f, "sent", sent[f]) for f in layouts.FAMILIES]

@@ -133,7 +133,7 @@ class Broker:
         """The run's end and counters, the clients' drops among them; a store that cannot take them is logged."""
         assert self.source is not None
         clients = [c.stats() for c in self._clients()]
-        rows = source_rows(self.source) + sink_rows(writer, forwarder)
+        rows = source_rows(self.source, *self.source.sensor.counters()) + sink_rows(writer, forwarder)
         rows.append(("clients", "", "dropped", sum(c["dropped"] for c in clients)))
         try:
             store.end_run(run_id, rows)
