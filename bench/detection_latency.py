@@ -24,12 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ktriage.bus import Bus
-from ktriage.live import POLL_MS, LiveSource
+from ktriage.commands.watch import Launch
+from ktriage.pipeline.bus import Bus
 from ktriage.sensor.sensor import SensorOptions
+from ktriage.sources.linux.live import POLL_MS, LiveSource
 from ktriage.store.sqlite import SqliteStore
 from ktriage.store.writer import StoreWriter
-from ktriage.watch import Launch
 
 HERE = Path(__file__).resolve().parent
 

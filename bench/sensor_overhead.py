@@ -107,7 +107,7 @@ def _total(phases: dict[str, dict], mode: str) -> float:
 
 
 def pipeline(count: int) -> dict:
-    from ktriage.bus import Bus
+    from ktriage.pipeline.bus import Bus
     from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
     from ktriage.sensor.procs import ProcessTable
     from ktriage.sensor.sensor import Sensor, SensorOptions

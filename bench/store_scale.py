@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from pgserver import PgServer  # noqa: E402
-
 from ktriage.store.access import open_readonly, open_store  # noqa: E402
+from pgserver import PgServer  # noqa: E402
 
 FAMILIES = ("file",) * 5 + ("image",) * 2 + ("process", "network", "memory")
 TIMELINE = " UNION ALL ".join(

@@ -48,7 +48,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import windows_corpus  # noqa: E402
-from ktriage.ingest import Ingester  # noqa: E402
+
+from ktriage.commands.ingest import Ingester  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "windows"
 ONE_RECORD = {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, "@timestamp": "2020-01-01T00:00:00Z",

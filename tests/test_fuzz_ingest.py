@@ -26,9 +26,9 @@ import pytest
 
 import ingest_mutations as mutations
 from conftest import ktriage
-from ktriage.ingest import Ingester
+from ktriage.commands.ingest import Ingester
 from ktriage.sources.reading import ReadLimits
-from ktriage.sources.windows import SUFFIXES, records
+from ktriage.sources.windows.logs import SUFFIXES, records
 
 if not mutations.DATA.is_dir():
     if os.environ.get("CI"):

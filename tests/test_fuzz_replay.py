@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ktriage.detect.replay import jsonl_events, replay, stored_events
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import UsageError
+from ktriage.sources.replay import jsonl_events, replay, stored_events
 from ktriage.store.access import open_readonly
 from ktriage.store.sqlite import SqliteStore
 
@@ -90,7 +90,7 @@ def test_mutated_captures_replay_or_fail_with_a_located_error(tmp_path: Path) ->
 def test_a_wrong_type_is_refused_by_name(tmp_path: Path, value: Any) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"family": "access", "ts": 1, "seq": 1, "pid": value}) + "\n")
-    with pytest.raises(UsageError, match=rf"c.jsonl:1: not an event: access.pid must be an integer"):
+    with pytest.raises(UsageError, match=r"c.jsonl:1: not an event: access.pid must be an integer"):
         list(jsonl_events(path))
 
 

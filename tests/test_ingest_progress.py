@@ -30,7 +30,6 @@ import pytest
 
 from conftest import windows_data
 
-
 DATA = windows_data()
 
 SMALL = DATA / "EVTX-ATTACK-SAMPLES/Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx"  # 84

@@ -18,16 +18,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from test_windows import DATA  # skips this module too when the samples are missing
 
 from conftest import ktriage
+from ktriage.commands.ingest import FileReader
+from ktriage.commands.ingest_pool import Job, ReaderPool
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
-from ktriage.ingest import FileReader
-from ktriage.ingest_pool import Job, ReaderPool
-from ktriage.sources import jsonfile
 from ktriage.sources.reading import ReadLimits
+from ktriage.sources.windows import jsonfile
 from ktriage.store import schema
-from test_windows import DATA  # skips this module too when the samples are missing
 
 SMALL = DATA / "EVTX-ATTACK-SAMPLES/Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx"
 # what a SQLite ingest has no use for: the live sensor, the PostgreSQL driver, the broker, the UI
@@ -46,7 +46,7 @@ def _imported(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
 def test_a_sqlite_ingest_imports_neither_the_sensor_nor_psycopg(tmp_path: Path) -> None:
     out, names = _imported("ingest", str(SMALL), "--db", str(tmp_path / "t.db"))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ktriage.ingest" in names and "evtx" in names, "the import list was read"
+    assert "ktriage.commands.ingest" in names and "evtx" in names, "the import list was read"
     assert sorted(n for n in names if NOT_FOR_INGEST.match(n)) == []
 
 
@@ -54,7 +54,7 @@ def test_workers_import_nothing_more(tmp_path: Path) -> None:
     out, names = _imported("ingest", str(DATA / "EVTX-ATTACK-SAMPLES" / "Persistence"), "--db", str(tmp_path / "t.db"),
                            "--jobs", "2")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ktriage.ingest_pool" in names, "the workers ran"
+    assert "ktriage.commands.ingest_pool" in names, "the workers ran"
     assert sorted(n for n in names if NOT_FOR_INGEST.match(n)) == []
 
 

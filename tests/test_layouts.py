@@ -44,4 +44,4 @@ def test_layouts_refuse_misaligned_fields() -> None:
 
 def test_kinds_and_names_unique() -> None:
     assert len({layout.kind for layout in layouts.LAYOUTS}) == len(layouts.LAYOUTS)
-    assert all(layout.family in layouts.FAMILIES for layout in layouts.LAYOUTS)
+    assert all(layout.family in layouts.KERNEL_FAMILIES for layout in layouts.LAYOUTS)

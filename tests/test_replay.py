@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Recording, generate, ktriage
-from ktriage.detect.replay import jsonl_events, replay
 from ktriage.detect.rules import builtin_rules
+from ktriage.sources.replay import jsonl_events, replay
 
 FIXTURES = Path(__file__).parent / "fixtures" / "replay"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

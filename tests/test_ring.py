@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from ktriage.commands.watch import Launch
 from ktriage.sensor import layouts
 from ktriage.sensor.sensor import Sensor, SensorOptions
-from ktriage.watch import Launch
 
 pytestmark = pytest.mark.root
 

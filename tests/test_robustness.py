@@ -77,7 +77,7 @@ def test_nonexistent_pid(root: None, tmp_path) -> None:
 def test_non_root_is_refused_and_database_kept(recorded_db) -> None:
     before = _count(recorded_db)
     # modules are imported before dropping privileges: the interpreter may live under /root
-    code = ("import os, sys, locale, gettext, ktriage.record\nfrom ktriage.cli import main\n"
+    code = ("import os, sys, locale, gettext, ktriage.commands.record\nfrom ktriage.cli import main\n"
             "os.setgid(65534)\nos.setuid(65534)\n"
             f"sys.exit(main(['record', '--db', {str(recorded_db)!r}, '--duration', '1']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

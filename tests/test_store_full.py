@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_windows import ATTACKS
 
 from conftest import Recording, ktriage, tmpfs
-from test_windows import ATTACKS
 from ktriage.model.families import FAMILIES
 
 pytestmark = pytest.mark.root

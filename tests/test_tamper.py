@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -155,7 +154,7 @@ def test_sigkill_is_named_by_the_watchdog(tmp_path: Path) -> None:
 def test_sigkill_of_watchdog_then_sensor_is_named_at_the_next_start(tmp_path: Path) -> None:
     db = tmp_path / "kill2.db"
     rec = Recording(db)
-    watchdog = int(subprocess.run(["pgrep", "-P", str(rec.proc.pid), "-f", "ktriage.watchdog"],
+    watchdog = int(subprocess.run(["pgrep", "-P", str(rec.proc.pid), "-f", "ktriage.sources.linux.watchdog"],
                                   capture_output=True, text=True).stdout.split()[0])
     first, _, _ = run_attacker([KILL, "-KILL", str(watchdog)])
     gone = rec.wait_rows(TAMPER + " AND reason LIKE '%watchdog%'", ())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Recording, generate, ktriage
-from uiserver import UiServer, is_error_shape
+from uiserver import UiServer
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"
 WINDOWS = Path(os.environ.get("KTRIAGE_WINDOWS_DATA",

@@ -458,7 +458,7 @@ def test_a_plain_role_cannot_touch_the_servers_files_or_write(pg_db: str, tmp_pa
     try:
         refused = (f"COPY (SELECT 1) TO '{target}'", "COPY detection TO STDOUT",
                    f"COPY (SELECT 1) TO PROGRAM 'touch {target}'", "SELECT pg_read_file('/etc/passwd')",
-                   "SELECT pg_ls_dir('/')", f"SELECT lo_export(1, '{target}')", f"SELECT lo_import('/etc/passwd')",
+                   "SELECT pg_ls_dir('/')", f"SELECT lo_export(1, '{target}')", "SELECT lo_import('/etc/passwd')",
                    "SELECT 1; DELETE FROM detection", "SET default_transaction_read_only = off",
                    "DELETE FROM detection", "WITH d AS (DELETE FROM detection RETURNING 1) SELECT count(*) FROM d",
                    "SELECT set_config('default_transaction_read_only', 'off', false)",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ktriage
-from ktriage.sources.windows import RecordError, evtx_records, normalize, records
+from ktriage.sources.windows.logs import RecordError, evtx_records, normalize, records
 
 DATA = Path(os.environ.get("KTRIAGE_WINDOWS_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data" / "windows"))
@@ -261,7 +261,7 @@ def test_frames_the_dotnet_jit_compiled_are_not_unbacked_code(ingested) -> None:
 
 
 def test_an_actor_gets_the_parent_of_its_own_start_and_a_reused_pid_does_not() -> None:
-    from ktriage.sources.lineage import fill_parents
+    from ktriage.sources.windows.lineage import fill_parents
 
     events = [{"family": "process", "action": "exec", "pid": 7188, "ppid": 6316, "path": "C:\\Windows\\services.exe",
                "parent_image": "C:\\Users\\x\\PPLdump.exe"},

@@ -54,15 +54,15 @@ STREAM_ALIASES = {"handle": "access"}  # the seed's stream name
 
 
 def _streams(text: str) -> frozenset[str]:
-    from ktriage.sensor.layouts import FAMILIES
+    from ktriage.model.families import KERNEL_FAMILIES
 
     names = {STREAM_ALIASES.get(n.strip(), n.strip()) for n in text.split(",") if n.strip()}
     if not names:
         raise argparse.ArgumentTypeError("no stream named")
-    unknown = sorted(names - set(FAMILIES) - {"all"})
+    unknown = sorted(names - set(KERNEL_FAMILIES) - {"all"})
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown stream {', '.join(unknown)} (streams: {','.join(FAMILIES)})")
-    return frozenset(FAMILIES) if "all" in names else frozenset(names)
+        raise argparse.ArgumentTypeError(f"unknown stream {', '.join(unknown)} (streams: {','.join(KERNEL_FAMILIES)})")
+    return frozenset(KERNEL_FAMILIES) if "all" in names else frozenset(names)
 
 
 MAX_JOBS = 256
@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from ktriage.record import RecordOptions, Recorder  # the sensor stack loads only when recording
+    from ktriage.commands.record import Recorder, RecordOptions  # the sensor stack loads only when recording
 
     if args.forward and not args.forward.startswith(("postgresql://", "postgres://")):
         raise UsageError(f"--forward {args.forward}: give a postgresql:// URL")
@@ -204,7 +204,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from ktriage.watch import Watcher, WatchOptions
+    from ktriage.commands.watch import Watcher, WatchOptions
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
@@ -219,7 +219,7 @@ INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what 
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ktriage.ingest import Ingester, default_jobs
+    from ktriage.commands.ingest import Ingester, default_jobs
 
     progress = None if args.progress == "auto" else args.progress == "always"
     results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows,
@@ -255,9 +255,9 @@ def _detections(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from ktriage.detect.replay import jsonl_events, replay, stored_events
     from ktriage.detect.rules import builtin_rules
     from ktriage.render import detections as render_detections
+    from ktriage.sources.replay import jsonl_events, replay, stored_events
 
     if args.events is not None:
         if not args.events.is_file():
@@ -279,7 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ktriage.broker.limits import BrokerLimits
     from ktriage.broker.server import Broker
     from ktriage.broker.token import load_token
-    from ktriage.live import stop_on_signals
+    from ktriage.sources.linux.live import stop_on_signals
 
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
         raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")

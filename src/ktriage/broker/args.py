@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ktriage.broker.protocol import ProtocolError, shown
-from ktriage.sensor.layouts import FAMILIES
+from ktriage.model.families import KERNEL_FAMILIES
 
 PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
 MAX_QUEUE = 65536  # the most a client may ask for
 MAX_DEPTH = 1024  # generations of children a subscription follows
 MAX_TTL_S = 7 * 86400
-STREAMS = frozenset(FAMILIES) | {"detection"}
+STREAMS = frozenset(KERNEL_FAMILIES) | {"detection"}
 ALIASES = {"handle": "access"}
 
 Checker = Callable[[str, Any], Any]

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-Event = dict[str, Any]
+from ktriage.model.event import Event
 
 
 @dataclass

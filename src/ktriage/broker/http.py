@@ -20,7 +20,6 @@ BrokerLimits.http_connections connections are served at once (more get 503).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import io
 import json
@@ -35,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ktriage.broker.clients import BrokerClient
-from ktriage.broker.limits import Gate, BrokerLimits
+from ktriage.broker.limits import BrokerLimits, Gate
 from ktriage.broker.protocol import VERBS, ProtocolError, parse_json, shown, wait_readable
 from ktriage.broker.token import check_token
 

@@ -33,12 +33,12 @@ from ktriage.broker.clients import BrokerClient, PidSubscription
 from ktriage.broker.limits import BrokerLimits
 from ktriage.broker.protocol import DEFAULT_SOCKET, MAX_FRAME, VERSION, ProtocolError, check_request, good_id
 from ktriage.broker.unix import UnixApi
-from ktriage.bus import Bus
 from ktriage.errors import BpfError, UsageError
-from ktriage.live import POLL_MS, LiveSource, require_root
-from ktriage.runstats import sink_rows, source_rows
+from ktriage.pipeline.bus import Bus
+from ktriage.pipeline.runstats import sink_rows, source_rows
 from ktriage.sensor.procs import read_exe, trees
 from ktriage.sensor.sensor import SensorOptions
+from ktriage.sources.linux.live import POLL_MS, LiveSource, require_root
 from ktriage.store.access import Store, database_errors, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ktriage.broker.clients import BrokerClient
-from ktriage.broker.limits import Gate, BrokerLimits
+from ktriage.broker.limits import BrokerLimits, Gate
 from ktriage.broker.protocol import MAX_FRAME, ProtocolError, encode, read_frame_within, wait_readable
 
 if TYPE_CHECKING:

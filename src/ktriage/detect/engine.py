@@ -20,16 +20,12 @@ from typing import Any
 
 from ktriage.detect.index import RuleIndex
 from ktriage.detect.rules import Level, Rule, Step
+from ktriage.model.event import Event, event_id
 
 log = logging.getLogger(__name__)
-Event = dict[str, Any]
 Key = tuple[Any, ...]
 SUPPRESS_WINDOW_NS = 30_000_000_000
 
-
-def event_id(ev: Event) -> str:
-    """Stable id of an event: family/source#seq (unique per host)."""
-    return f"{ev['family']}/{ev['source']}#{ev['seq']}"
 
 
 def _key(ev: Event, step: Step) -> Key | None:

@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-Event = dict[str, Any]
+from ktriage.model.event import Event
+
 Predicate = Callable[[Event], bool]
 
 

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ktriage.model.event import Event
 from ktriage.sensor.sigmarks import STOP_SIGNALS, MarkReader, SignalMark, boot_now
 
 NAME = "SENSOR_TAMPER_ATTEMPT"
 SEVERITY = 7
-Event = dict[str, Any]
 
 
 class Checks(Protocol):

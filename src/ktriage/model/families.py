@@ -220,3 +220,8 @@ FAMILIES: dict[str, tuple[Column, ...]] = {
 
 def columns(family: str) -> tuple[Column, ...]:
     return COMMON + FAMILIES[family]
+
+
+# The Linux kernel sensor's streams, in the order of their bit in its configuration (the
+# KT_FAM_* of bpf/): every family but the Windows-only registry and the derived detection.
+KERNEL_FAMILIES = tuple(f for f in FAMILIES if f not in ("registry", "detection"))

@@ -9,9 +9,8 @@ import json
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
-Event = dict[str, Any]
+from ktriage.model.event import Event
 
 # origin class -> the seed's handle classification
 ORIGIN_VERDICT = {"libc": "LEGITIMATE-SYSCALL", "ldso": "LEGITIMATE-SYSCALL", "vdso": "LEGITIMATE-SYSCALL",

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from ktriage.live import POLL_MS, LiveSource, require_root
+from ktriage.commands.watch import Launch
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.watch import Launch
+from ktriage.sources.linux.live import POLL_MS, LiveSource, require_root
 
 GEN = [sys.executable, "-m", "ktriage.selftest.generators"]
 X86 = platform.machine() == "x86_64"

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ktriage.model.event import Event
 from ktriage.sensor import decode_security
 from ktriage.sensor.layouts import BY_KIND, FILE_OPS, IMAGE_HOW, NET_OPS, Layout
 from ktriage.sensor.origin import MapsCache
 from ktriage.sensor.procs import ProcessTable
 
 log = logging.getLogger(__name__)
-Event = dict[str, Any]
 
 _KIND = slice(16, 18)  # header: seq u64, ts u64, kind u16
 _AF = {2: "inet", 10: "inet6", 17: "packet"}

@@ -11,12 +11,13 @@ import json
 import signal as signal_mod
 from typing import TYPE_CHECKING, Any
 
+from ktriage.model.event import Event
 from ktriage.sensor.layouts import ACCESS_OPS, API_OPS, BPF_CMDS, MEMORY_OPS, MODULE_OPS, OBJ_TYPES, RIGHTS, SIGNAL_OPS
 from ktriage.sensor.origin import decode_origin, prot_text
 from ktriage.sensor.procs import tgid_of
 
 if TYPE_CHECKING:
-    from ktriage.sensor.decode import Decoder, Event
+    from ktriage.sensor.decode import Decoder
 
 # ptrace request -> (name, rights)
 PTRACE = {

@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ktriage.model.families import KERNEL_FAMILIES
+
 # name -> (C type, struct code, size)
 _SCALARS = {
     "u8": ("__u8", "B", 1),
@@ -30,7 +32,6 @@ _SCALARS = {
 }
 
 # Families, numbered for the BPF counters (sent / lost per family).
-FAMILIES = ("process", "thread", "image", "file", "network", "access", "memory", "module", "api", "signal")
 
 # Bounds shared with the C side.
 MAX_STR = 4096  # one string in a record, including its terminator
@@ -341,9 +342,9 @@ CONFIG = (
     Field("calib_tid", "u32"),  # except this thread, while calibrating
     Field("filter", "u32"),  # 1: only processes in the ``targets`` map
     Field("max_depth", "u32"),  # children are followed this many generations below a target
-    Field("mask", "u32"),  # families reported when no filter is active (bit = FAMILIES index)
+    Field("mask", "u32"),  # families reported when no filter is active (bit = KERNEL_FAMILIES index)
     Field("wakeup_bytes", "u32"),  # wake the consumer only once this much is pending (it also polls on a timer)
-    Field("wake_mask", "u32"),  # …or at once for these families (bit = FAMILIES index): prompt detections
+    Field("wake_mask", "u32"),  # …or at once for these families (bit = KERNEL_FAMILIES index): prompt detections
     Field("peer_tgid", "u32"),  # ktriage's watchdog: never reported either, and its signals are marked
 )
 # Value of the ``targets`` map (key: tgid).
@@ -375,7 +376,7 @@ SIGMARK = (
 SIGMARK_KEY_STRUCT = struct.Struct("<II")  # target tgid, signal
 SIGMARK_STRUCT = struct.Struct("<" + "".join(f.struct_code() for f in SIGMARK))
 # Per-CPU counters: sent[family] then lost[family], u64 each.
-STATS_STRUCT = struct.Struct(f"<{2 * len(FAMILIES)}Q")
+STATS_STRUCT = struct.Struct(f"<{2 * len(KERNEL_FAMILIES)}Q")
 
 # Operation codes shared with the C side.
 FILE_OPS = {1: "create", 2: "open_write", 3: "truncate", 4: "rename", 5: "unlink", 6: "chmod"}
@@ -395,8 +396,8 @@ RIGHTS = {"MEM_READ": 0x1, "MEM_WRITE": 0x2, "REGS_READ": 0x4, "REGS_WRITE": 0x8
 def c_header() -> str:
     """The C header the BPF programs include (generated, never edited)."""
     lines = ["/* generated from ktriage/sensor/layouts.py: do not edit */", "#pragma once", ""]
-    lines += [f"#define KT_MAX_STR {MAX_STR}", f"#define KT_TAIL_CAP {TAIL_CAP}", f"#define KT_NFAM {len(FAMILIES)}"]
-    lines += [f"#define KT_FAM_{name.upper()} {i}" for i, name in enumerate(FAMILIES)]
+    lines += [f"#define KT_MAX_STR {MAX_STR}", f"#define KT_TAIL_CAP {TAIL_CAP}", f"#define KT_NFAM {len(KERNEL_FAMILIES)}"]
+    lines += [f"#define KT_FAM_{name.upper()} {i}" for i, name in enumerate(KERNEL_FAMILIES)]
     lines += [f"#define KT_STACK_FRAMES {STACK_FRAMES}", f"#define KT_SAMPLE_BYTES {SAMPLE_BYTES}"]
     lines += [f"#define KT_RIGHT_{name} {value:#x}" for name, value in RIGHTS.items()]
     lines += [f"#define KT_ORIGIN_{name.upper()} {code}" for code, name in ORIGIN_CLASSES.items()]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktriage.errors import BpfError, SetupError
+from ktriage.model.families import KERNEL_FAMILIES
 from ktriage.sensor import build, layouts, sigmarks, tracefs
 from ktriage.sensor.libbpf import BpfObject, RingBuffer, fdinfo, possible_cpus
 from ktriage.sensor.probe import ProbeResult, probe
@@ -26,14 +27,14 @@ DEFAULT_RING_BYTES = 16 << 20
 _U32 = struct.Struct("<I")
 
 
-ALL_FAMILIES = frozenset(layouts.FAMILIES)
+ALL_FAMILIES = frozenset(KERNEL_FAMILIES)
 # records of these families wake the consumer at once (they complete most detections);
 # the others are read on its timer (live.POLL_MS) or once ring_bytes / 8 are pending
 WAKE_FAMILIES = frozenset({"access", "memory", "module", "api", "signal"})
 
 
 def family_mask(families: frozenset[str] | set[str]) -> int:
-    return sum(1 << i for i, name in enumerate(layouts.FAMILIES) if name in families)
+    return sum(1 << i for i, name in enumerate(KERNEL_FAMILIES) if name in families)
 
 
 @dataclass
@@ -169,11 +170,11 @@ class Sensor:
         assert self.obj is not None
         ncpu, size = possible_cpus(), layouts.STATS_STRUCT.size
         raw = self.obj.map("stats").lookup(_U32.pack(0), size * ncpu) or b""
-        nfam = len(layouts.FAMILIES)
-        sent, lost = dict.fromkeys(layouts.FAMILIES, 0), dict.fromkeys(layouts.FAMILIES, 0)
+        nfam = len(KERNEL_FAMILIES)
+        sent, lost = dict.fromkeys(KERNEL_FAMILIES, 0), dict.fromkeys(KERNEL_FAMILIES, 0)
         for cpu in range(len(raw) // size):
             values = layouts.STATS_STRUCT.unpack_from(raw, cpu * size)
-            for i, fam in enumerate(layouts.FAMILIES):
+            for i, fam in enumerate(KERNEL_FAMILIES):
                 sent[fam] += values[i]
                 lost[fam] += values[nfam + i]
         return sent, lost

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ktriage.bus import Subscription
 from ktriage.errors import StoreError
+from ktriage.pipeline.bus import Subscription
 from ktriage.store.access import DB_ERRORS, Store, open_store
 from ktriage.store.postgres import redact
 from ktriage.trust import private_dir

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ktriage.bus import Subscription
+from ktriage.pipeline.bus import Subscription
 from ktriage.store.access import DB_ERRORS, Store, describe
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ktriage.detect.engine import event_id as eid
+from ktriage.model.event import Event
+from ktriage.model.event import event_id as eid
 from ktriage.model.families import FAMILIES
 from ktriage.render.preview import Preview
 from ktriage.store.access import ReadOnly
 
-Event = dict[str, Any]
 _TITLE = Preview(colour=False).title
 
 

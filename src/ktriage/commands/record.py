@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import TextIO
 
 from ktriage import __version__
-from ktriage.bus import Bus
 from ktriage.errors import StoreError
-from ktriage.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
+from ktriage.model.event import Event
+from ktriage.model.families import KERNEL_FAMILIES
+from ktriage.pipeline.bus import Bus
+from ktriage.pipeline.runstats import sink_rows, source_rows
 from ktriage.render.detections import alert_line
-from ktriage.recovery import unclosed_runs
-from ktriage.runstats import sink_rows, source_rows
-from ktriage.sensor import layouts
-from ktriage.sensor.decode import Event
 from ktriage.sensor.procs import state_and_start
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
+from ktriage.sources.linux.live import POLL_MS, LiveSource, StopFlag, check_pids, require_root, stop_on_signals
+from ktriage.sources.linux.recovery import unclosed_runs
+from ktriage.sources.linux.watchdog import WatchdogProcess
 from ktriage.store.access import DB_ERRORS, Store, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
-from ktriage.watchdog import WatchdogProcess
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Recorder:
     def _live_line(self, elapsed: float, source: LiveSource) -> None:
         _, lost = source.sensor.counters()
         total = sum(source.counts.values())
-        fams = " ".join(f"{f}={source.counts[f]}" for f in (*layouts.FAMILIES, "detection"))
+        fams = " ".join(f"{f}={source.counts[f]}" for f in (*KERNEL_FAMILIES, "detection"))
         line = f"{elapsed:6.0f}s  events={total} ({total / max(elapsed, 1e-9):.0f}/s)  {fams}  lost={sum(lost.values())}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.err, flush=True)
 
@@ -202,7 +202,7 @@ class Recorder:
         assert decoder is not None
         p = lambda *a: print(*a, file=self.err)  # noqa: E731
         p(f"{'family':<10} {'events':>10} {'records':>10} {'bpf sent':>10} {'bpf lost':>10}")
-        for fam in layouts.FAMILIES:
+        for fam in KERNEL_FAMILIES:
             p(f"{fam:<10} {source.counts[fam]:>10} {decoder.records[fam]:>10} {sent[fam]:>10} {lost[fam]:>10}")
         p(f"detections {source.counts['detection']}")
         p(f"decode errors {decoder.errors}, queue dropped {dropped}, stored {writer.written}, "

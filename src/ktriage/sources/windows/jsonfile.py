@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ktriage.sources.reading import Record, RecordError, ReadLimits
-from ktriage.sources.shapes import Malformed, json_record, kind
+from ktriage.sources.reading import ReadLimits, Record, RecordError
+from ktriage.sources.windows.shapes import Malformed, json_record, kind
 
 _BOM = b"\xef\xbb\xbf"
 

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.integrity import IntegrityMonitor
-from ktriage.detect.replay import live_order
 from ktriage.detect.rules import builtin_rules
 from ktriage.detect.tamper import TamperMonitor
 from ktriage.errors import SetupError, UsageError
-from ktriage.sensor.decode import Decoder, Event, boot_to_epoch_offset
+from ktriage.model.event import Event, live_order
+from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
 from ktriage.sensor.guard import StateGuard
 from ktriage.sensor.procs import ProcessTable, descendants
 from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit

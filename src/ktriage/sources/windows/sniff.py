@@ -8,7 +8,7 @@ and a chunk follows. JSON is recognised by its first non-blank byte, or by a
 
 from __future__ import annotations
 
-from ktriage.sources.evtx_layout import CHUNK_MAGIC, FILE_MAGIC, HEADER_BLOCK
+from ktriage.sources.windows.evtx_layout import CHUNK_MAGIC, FILE_MAGIC, HEADER_BLOCK
 
 HEAD = HEADER_BLOCK + len(CHUNK_MAGIC)  # enough to see a chunk after a damaged header
 EVTX, ZIP, TAR, JSON = "evtx", "zip", "tar", "json"

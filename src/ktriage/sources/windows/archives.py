@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ktriage.sources import sniff
-from ktriage.sources.evtx_file import evtx_records
-from ktriage.sources.jsonfile import joined, json_records
 from ktriage.sources.reading import BoundExceeded, ReadLimits, Record, RecordError, Skipped, printable
+from ktriage.sources.windows import sniff
+from ktriage.sources.windows.evtx_file import evtx_records
+from ktriage.sources.windows.jsonfile import joined, json_records
 
 Item = Record | RecordError | Skipped
 # what zipfile, tarfile and their decompressors raise on damaged input

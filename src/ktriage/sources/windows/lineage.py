@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-Event = dict[str, Any]
+from ktriage.model.event import Event
 
 
 def fill_parents(events: list[Event]) -> int:

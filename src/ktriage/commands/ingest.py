@@ -32,13 +32,13 @@ from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
 from ktriage.render import ingest_summary
 from ktriage.render.progress import Progress
-from ktriage.sources.lineage import fill_parents
 from ktriage.sources.reading import ReadLimits, printable
-from ktriage.sources.windows import SUFFIXES, RecordError, Skipped, normalize, records
+from ktriage.sources.windows.lineage import fill_parents
+from ktriage.sources.windows.logs import SUFFIXES, RecordError, Skipped, normalize, records
 from ktriage.store.access import database_errors, describe, open_store
 
 if TYPE_CHECKING:
-    from ktriage.ingest_pool import Job
+    from ktriage.commands.ingest_pool import Job
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -248,7 +248,7 @@ class Ingester:
     def _run_in_workers(self, files: list[Path], named: set[Path], results: list[FileResult]) -> None:
         """Files hashed and checked here, read by the workers, stored here in their order: the
         same rows and lines as reading them one by one, a bounded number in flight (ingest_pool)."""
-        from ktriage.ingest_pool import Job, ReaderPool  # multiprocessing only when it is used
+        from ktriage.commands.ingest_pool import Job, ReaderPool  # multiprocessing only when it is used
 
         with ReaderPool(min(self.jobs, len(files)), self.reader) as pool:
             for i, f in enumerate(files, 1):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-Event = dict[str, Any]
+from ktriage.model.event import Event
 
 
 class Subscription:

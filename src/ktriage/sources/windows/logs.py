@@ -5,7 +5,7 @@ lines or documents in the OTRF/Mordor, Winlogbeat and evtx-rs shapes
 (jsonfile, shapes), or .zip/.tar.gz archives of them (archives). Whatever is
 unreadable comes as located :class:`RecordError` values in the stream, never
 raised, so the rest is ingested. :func:`normalize` maps one record with
-windows_map.MAPPINGS onto the event model's types: a text field gets text (an
+eventmap.MAPPINGS onto the event model's types: a text field gets text (an
 object or list as its JSON), a number field a 64-bit integer; a value that does
 not fit is kept as text in ``unfit`` (a JSON object, field → text), never lost.
 """
@@ -21,16 +21,16 @@ from typing import Any
 
 import orjson
 
-from ktriage.sources import sniff
-from ktriage.sources.evtx_file import evtx_records
-from ktriage.sources.jsonfile import json_records
+from ktriage.model.event import Event
 from ktriage.sources.reading import ReadLimits, Record, RecordError, Skipped, printable
-from ktriage.sources.shapecache import ShapeCache, caseless
-from ktriage.sources.windows_map import BOOLEAN_FIELDS, INTEGER_FIELDS, LOGS, MAPPINGS, mapped, rights_names
+from ktriage.sources.windows import sniff
+from ktriage.sources.windows.eventmap import BOOLEAN_FIELDS, INTEGER_FIELDS, LOGS, MAPPINGS, mapped, rights_names
+from ktriage.sources.windows.evtx_file import evtx_records
+from ktriage.sources.windows.jsonfile import json_records
+from ktriage.sources.windows.shapecache import ShapeCache, caseless
 
 __all__ = ["SUFFIXES", "RecordError", "Skipped", "evtx_records", "mapped", "normalize", "records"]
 
-Event = dict[str, Any]
 _INT_MIN, _INT_END = -(1 << 63), 1 << 64  # what a 64-bit column holds (unsigned values stored as signed)
 
 
@@ -218,7 +218,7 @@ def records(path: Path, limits: ReadLimits = ReadLimits()) -> Iterator[Record | 
     if found == sniff.EVTX:
         yield from evtx_records(path, where, limits=limits)
     elif found in (sniff.ZIP, sniff.TAR):
-        from ktriage.sources import archives  # zipfile, tarfile and the decompressors: loaded for archives only
+        from ktriage.sources.windows import archives  # zipfile, tarfile and the decompressors: loaded for archives only
 
         yield from (archives.zip_records if found == sniff.ZIP else archives.tar_records)(path, limits)
     elif found == sniff.JSON:

@@ -12,21 +12,14 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import Rule
 from ktriage.errors import UsageError
 from ktriage.model.check import model_fields, problem
+from ktriage.model.event import Event, live_order
 from ktriage.model.families import FAMILIES
 from ktriage.store.access import ReadOnly
-
-Event = dict[str, Any]
-_ORDER = {family: i for i, family in enumerate(FAMILIES)}
-
-
-def live_order(ev: Event) -> tuple[int, int]:
-    return ev["seq"], _ORDER.get(ev["family"], len(_ORDER))
 
 
 def by_source(events: Iterable[Event]) -> Iterator[list[Event]]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ktriage.detect.tamper import Event, death_reason, detection, last_fatal, mark_evidence
+from ktriage.detect.tamper import death_reason, detection, last_fatal, mark_evidence
+from ktriage.model.event import Event
 from ktriage.sensor.procs import is_same_process
 from ktriage.sensor.sigmarks import MarkReader, SignalMark
 from ktriage.store.access import Store

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ktriage.detect.engine import event_id
 from ktriage.errors import UsageError
-from ktriage.live import POLL_MS, LiveSource, check_pids, require_root, stop_on_signals
+from ktriage.model.event import event_id
 from ktriage.render.preview import Preview
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
+from ktriage.sources.linux.live import POLL_MS, LiveSource, check_pids, require_root, stop_on_signals
 
 
 @dataclass

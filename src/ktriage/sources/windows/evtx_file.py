@@ -18,11 +18,11 @@ from typing import Any
 
 import evtx
 
-from ktriage.sources import evtx_layout, sniff
-from ktriage.sources.jsonfile import NotJson, decode
 from ktriage.sources.reading import ReadLimits, Record, RecordError, printable
-from ktriage.sources.shapes import Malformed, evtx_event
-from ktriage.sources.windows_map import mapped
+from ktriage.sources.windows import evtx_layout, sniff
+from ktriage.sources.windows.eventmap import mapped
+from ktriage.sources.windows.jsonfile import NotJson, decode
+from ktriage.sources.windows.shapes import Malformed, evtx_event
 
 # the first Channel and EventID of an evtx-rs JSON record are its System block's (it comes first)
 _CHANNEL = re.compile(r'"Channel":\s*(?:"([^"\\]*)"|null)')

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ktriage.sensor import layouts
+from ktriage.model.families import KERNEL_FAMILIES
 
 if TYPE_CHECKING:
-    from ktriage.live import LiveSource
+    from ktriage.sources.linux.live import LiveSource
     from ktriage.store.forwarder import Forwarder
     from ktriage.store.writer import StoreWriter
 
@@ -20,10 +20,10 @@ def source_rows(source: LiveSource, sent: dict[str, int], lost: dict[str, int]) 
     """The kernel's counters (sent, lost: as read once by the caller), the decoder's and the rules'."""
     decoder = source.decoder
     assert decoder is not None
-    rows = [("bpf", f, "sent", sent[f]) for f in layouts.FAMILIES]
-    rows += [("bpf", f, "lost", lost[f]) for f in layouts.FAMILIES]
-    rows += [("decode", f, "received", decoder.records[f]) for f in layouts.FAMILIES]
-    rows += [("decode", f, "events", source.counts[f]) for f in layouts.FAMILIES]
+    rows = [("bpf", f, "sent", sent[f]) for f in KERNEL_FAMILIES]
+    rows += [("bpf", f, "lost", lost[f]) for f in KERNEL_FAMILIES]
+    rows += [("decode", f, "received", decoder.records[f]) for f in KERNEL_FAMILIES]
+    rows += [("decode", f, "events", source.counts[f]) for f in KERNEL_FAMILIES]
     if source.engine is not None:
         rows += [("detect", "", name, value) for name, value in sorted(source.engine.counters.items())]
     rows.append(("detect", "", "delivered", source.counts["detection"]))  # the engine's and integrity's

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ktriage.sources.reading import Record
-from ktriage.sources.shapecache import ShapeCache
+from ktriage.sources.windows.shapecache import ShapeCache
 
 
 class Malformed(ValueError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import select
 import signal
 import subprocess
@@ -44,7 +43,7 @@ class WatchdogProcess:
     """The recorder's handle on its watchdog."""
 
     def __init__(self, sensor_pid: int, db: str, host: str, token: str, stop_bound: float) -> None:
-        argv = [sys.executable, "-m", "ktriage.watchdog", "--sensor-pid", str(sensor_pid), "--db", db,
+        argv = [sys.executable, "-m", "ktriage.sources.linux.watchdog", "--sensor-pid", str(sensor_pid), "--db", db,
                 "--host", host, "--token", token, "--stop-bound", str(stop_bound)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
