@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from ktriage.commands.watch import Launch
-from ktriage.pipeline.bus import Bus
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.sources.linux.live import POLL_MS, LiveSource
+from ktriage.sources.linux.live import POLL_MS, live_pipeline
 from ktriage.store.sqlite import SqliteStore
 from ktriage.store.writer import StoreWriter
 
@@ -58,20 +57,21 @@ def measure(count: int, generator: str = "wx") -> dict:
     exe = HERE / "out" / generator
     subprocess.run(["cc", "-O2", "-o", str(exe), str(HERE / f"{generator}.c")], check=True)
     with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:
-        source = LiveSource(SensorOptions(targeted=True))
-        source.start()
-        bus = Bus()
+        live = live_pipeline(SensorOptions(targeted=True))
+        live.pipeline.start()
+        bus = live.pipeline.bus
         writer = TimedWriter(SqliteStore(os.path.join(tmp, "lat.db")), bus.subscribe("store", 1_000_000))
         writer.start()
         launch = Launch([str(exe), str(count)])  # held before exec until it is a target
-        source.sensor.set_targets({launch.pid: 0})
+        live.source.sensor.set_targets({launch.pid: 0})
         launch.release()
         while not launch.finished():
-            bus.publish(source.poll(POLL_MS))  # as `ktriage record` reads
-        bus.publish(source.poll(100) + source.poll(0))
+            live.pipeline.step(POLL_MS)  # as `ktriage record` reads
+        live.pipeline.step(100)
+        live.pipeline.step(0)
         bus.close()
         writer.join()
-        source.close()
+        live.source.close()
     lat = sorted(writer.latencies_ms)
     if not lat:
         raise RuntimeError(f"{generator}: no detection was stored")

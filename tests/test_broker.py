@@ -272,7 +272,7 @@ def test_serve_with_a_database_writes_its_run_and_counters(root: None, tmp_path:
     stats = {(stage, family, counter): value for stage, family, counter, value in
              con.execute("SELECT stage, family, counter, value FROM stats WHERE run_id = ?", (run_id,))}
     stored = con.execute("SELECT count(*) FROM file").fetchone()[0]
-    assert stats[("store", "", "written")] >= stored >= 1 and ("clients", "", "dropped") in stats
+    assert stats[("store", "", "written")] >= stored >= 1 and ("queue", "clients", "dropped") in stats
     sent = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("bpf", "sent"))
     lost = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("bpf", "lost"))
     received = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("decode", "received"))

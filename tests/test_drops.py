@@ -47,7 +47,7 @@ def test_burst_sent_minus_received_equals_counted_drops(root: None, tmp_path) ->
     assert sent - own == BURST, summary
     assert lost > 0, "a 64K ring must overflow under this burst, or the test proves nothing"
     assert sent - received == lost
-    assert stats[("decode", "", "errors")] == 0 and stats[("queue", "", "dropped")] == 0
+    assert stats[("decode", "", "errors")] == 0 and stats[("queue", "store", "dropped")] == 0
     assert stored == received - own
     seqs = [r["seq"] for r in rec.rows("SELECT seq FROM file WHERE pid=? ORDER BY seq", (gen.pid,))]
     assert seqs == sorted(set(seqs)), "sequence numbers are unique"

@@ -48,7 +48,7 @@ def _printed_counters(summary: str) -> dict[tuple[str, str, str], int]:
             out[("detect", "", "delivered")] = int(parts[1])
         elif line.startswith("decode errors "):
             found = dict(re.findall(r"(queue dropped|stored|store failed) (\d+)", line))
-            out.update({("queue", "", "dropped"): int(found["queue dropped"]),
+            out.update({("queue", "store", "dropped"): int(found["queue dropped"]),
                         ("store", "", "written"): int(found["stored"]),
                         ("store", "", "failed"): int(found["store failed"])})
     return out
@@ -77,7 +77,7 @@ def test_disk_full_is_named_and_every_event_is_accounted_for(small_disk: Path, t
     delivered = sum(v for (stage, _f, counter), v in stats.items() if (stage, counter) == ("decode", "events"))
     delivered += stats[("detect", "", "delivered")]
     assert stats[("store", "", "failed")] > 0
-    assert stats[("store", "", "written")] + stats[("store", "", "failed")] + stats[("queue", "", "dropped")] \
+    assert stats[("store", "", "written")] + stats[("store", "", "failed")] + stats[("queue", "store", "dropped")] \
         == delivered
     tables = [r["name"] for r in rec.rows("SELECT name FROM sqlite_master WHERE type = 'table'") if r["name"] in FAMILIES]
     stored = sum(rec.rows(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in tables)

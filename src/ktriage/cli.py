@@ -279,7 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ktriage.broker.limits import BrokerLimits
     from ktriage.broker.server import Broker
     from ktriage.broker.token import load_token
-    from ktriage.sources.linux.live import stop_on_signals
+    from ktriage.pipeline.stop import stop_on_signals
 
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
         raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")

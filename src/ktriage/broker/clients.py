@@ -37,6 +37,8 @@ class Member:
 
 
 class BrokerClient:
+    stage = "clients"  # a subscriber of the pipeline's bus (bus.py: the drop policy)
+
     def __init__(self, name: str, uid: int, capacity: int = 1024) -> None:
         self.name = name
         self.uid = uid

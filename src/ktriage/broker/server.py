@@ -34,11 +34,11 @@ from ktriage.broker.limits import BrokerLimits
 from ktriage.broker.protocol import DEFAULT_SOCKET, MAX_FRAME, VERSION, ProtocolError, check_request, good_id
 from ktriage.broker.unix import UnixApi
 from ktriage.errors import BpfError, UsageError
-from ktriage.pipeline.bus import Bus
-from ktriage.pipeline.runstats import sink_rows, source_rows
+from ktriage.pipeline.bus import Bus, Row
+from ktriage.pipeline.pipeline import Pipeline
 from ktriage.sensor.procs import read_exe, trees
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.sources.linux.live import POLL_MS, LiveSource, require_root
+from ktriage.sources.linux.live import POLL_MS, Live, LiveSource, live_pipeline, require_root
 from ktriage.store.access import Store, database_errors, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter
@@ -72,6 +72,8 @@ class Broker:
         self.lock = threading.Lock()
         self.targets_lock = threading.RLock()  # a pid's kernel target is added and released in one order
         self.stopping = threading.Event()
+        self.live: Live | None = None
+        self.bus = Bus()  # the pipeline's: clients subscribe to it
         self.source: LiveSource | None = None
         self.unix = UnixApi(self, self.limits)
         self.http: Any = None
@@ -83,13 +85,14 @@ class Broker:
 
     def run(self, ready: threading.Event | None = None, http: Any = None) -> int:
         require_root("the broker")
-        self.source = LiveSource(SensorOptions(targeted=True), host=self.host_id)
-        self.source.start()
+        self.live = live_pipeline(SensorOptions(targeted=True), host=self.host_id, bus=self.bus)
+        self.source = self.live.source
+        pipeline = self.live.pipeline
+        pipeline.start()
         store = open_store(self.db) if self.db else None
         run_id = self._begin_run(store)
-        bus = Bus()
-        writer = StoreWriter(store, bus.subscribe("store", 1_000_000)) if store else None
-        forwarder = (Forwarder(self.forward, bus.subscribe("forward", 1_000_000), self.spool or Path("spool"))
+        writer = StoreWriter(store, pipeline.bus.subscribe("store", 1_000_000)) if store else None
+        forwarder = (Forwarder(self.forward, pipeline.bus.subscribe("forward", 1_000_000), self.spool or Path("spool"))
                      if self.forward else None)
         listener = self._listen()
         threading.Thread(target=self.unix.accept, args=(listener,), name="ktriage-accept", daemon=True).start()
@@ -103,20 +106,19 @@ class Broker:
         if ready:
             ready.set()
         try:
-            self._pump(bus)
-            self.source.sensor.detach()
-            bus.publish(self.source.poll(0))  # every record the kernel sent: sent - received = lost holds
+            self._pump(pipeline)
+            pipeline.drain()  # every record the kernel sent: sent - received = lost holds
         finally:
             listener.close()
             self.socket_path.unlink(missing_ok=True)
-            bus.close()
+            pipeline.bus.close()
             for thread in (writer, forwarder):
                 if thread:
                     thread.join()
             if http is not None:
                 http.stop()
             if store and writer and run_id is not None:
-                self._end_run(store, run_id, writer, forwarder)
+                self._end_run(store, run_id, pipeline.rows(writer, forwarder))
             self.source.close()
             if store:
                 store.close()
@@ -129,12 +131,10 @@ class Broker:
         return store.begin_run(self.source.host, "ebpf", platform.release(), __version__, " ".join(sys.argv),
                                self.source.sensor.probe.works)
 
-    def _end_run(self, store: Store, run_id: int, writer: StoreWriter, forwarder: Forwarder | None) -> None:
-        """The run's end and counters, the clients' drops among them; a store that cannot take them is logged."""
-        assert self.source is not None
-        clients = [c.stats() for c in self._clients()]
-        rows = source_rows(self.source, *self.source.sensor.counters()) + sink_rows(writer, forwarder)
-        rows.append(("clients", "", "dropped", sum(c["dropped"] for c in clients)))
+    @staticmethod
+    def _end_run(store: Store, run_id: int, rows: list[Row]) -> None:
+        """The run's end and counters (the clients' queue drops among them); a store that cannot take them
+        is logged."""
         try:
             store.end_run(run_id, rows)
         except database_errors() as exc:
@@ -157,16 +157,10 @@ class Broker:
         listener.listen(128)
         return listener
 
-    def _pump(self, bus: Bus) -> None:
-        assert self.source is not None
+    def _pump(self, pipeline: Pipeline) -> None:
         last_expire = time.monotonic()
         while not self.stopping.is_set():
-            events = self.source.poll(POLL_MS)
-            if events:
-                self.events += len(events)
-                bus.publish(events)
-                for client in self._clients():
-                    client.offer(events)
+            self.events += len(pipeline.step(POLL_MS))
             if time.monotonic() - last_expire > 1.0:
                 last_expire = time.monotonic()
                 self._expire(last_expire)
@@ -195,7 +189,8 @@ class Broker:
             self._next_client += 1
             client = BrokerClient(f"client-{self._next_client}", uid, self.queue_capacity)
             self.clients[client.name] = client
-            return client
+        self.bus.attach(client)
+        return client
 
     @contextmanager
     def http_client(self, name: str, uid: int) -> Iterator[BrokerClient]:
@@ -209,6 +204,7 @@ class Broker:
                     raise ProtocolError("too_many_clients", f"{known} HTTP clients exist, the most there may be: "
                                                             f"reuse a name, or wait for an idle one to expire")
                 client = self.clients[key] = BrokerClient(key, uid, self.queue_capacity)
+                self.bus.attach(client)
             client.active += 1
         try:
             yield client
@@ -222,6 +218,7 @@ class Broker:
         with self.lock:
             if self.clients.get(client.name) is client:
                 del self.clients[client.name]
+        self.bus.detach(client)
         client.close()
         self._forget(client.unsubscribe_all())
 

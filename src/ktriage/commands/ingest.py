@@ -19,66 +19,37 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
+import socket
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ktriage import __version__
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
+from ktriage.pipeline.bus import Bus
+from ktriage.pipeline.detect import Detector
+from ktriage.pipeline.pipeline import Pipeline
 from ktriage.render import ingest_summary
 from ktriage.render.progress import Progress
 from ktriage.sources.reading import ReadLimits, printable
-from ktriage.sources.windows.lineage import fill_parents
-from ktriage.sources.windows.logs import SUFFIXES, RecordError, Skipped, normalize, records
+from ktriage.sources.windows.logfile import FileResult, LogFileSource
+from ktriage.sources.windows.logs import SUFFIXES, RecordError
 from ktriage.store.access import database_errors, describe, open_store
+from ktriage.store.sink import StoreSink
 
 if TYPE_CHECKING:
     from ktriage.commands.ingest_pool import Job
 
 log = logging.getLogger(__name__)
 BATCH = 5000
-PROGRESS_TICK = 1024  # records between the progress bar's updates within a file
-SEVERE = 5  # DESIGN §3: suspicious and above
 SHOWN_ERRORS = 5
-KEPT_ERRORS = 100  # per file; the rest are counted
-
-
-@dataclass
-class FileResult:
-    path: Path
-    events: int = 0
-    detections: int = 0
-    unmapped: int = 0
-    errors: list[RecordError] = field(default_factory=list)  # the first KEPT_ERRORS
-    error_count: int = 0
-    skipped_members: int = 0  # archive members that are not event logs
-    found: Counter[tuple[str, int]] = field(default_factory=Counter)  # detections by (name, severity)
-    skipped: bool = False  # already ingested
-    ingested: bool = False  # stored and marked (an empty log too)
-
-    @property
-    def where(self) -> str:
-        return printable(str(self.path))
-
-    @property
-    def complete(self) -> bool:
-        """Everything in the file was read (or it was ingested before)."""
-        return self.error_count == 0
-
-    @property
-    def severe(self) -> int:
-        """Detections of severity 5 or more."""
-        return sum(n for (_name, severity), n in self.found.items() if severity >= SEVERE)
-
-    def add_error(self, error: RecordError) -> None:
-        self.error_count += 1
-        if len(self.errors) < KEPT_ERRORS:
-            self.errors.append(error)
 
 
 def _walk(directory: Path) -> list[Path]:
@@ -146,10 +117,18 @@ class Detected:
     detections: list[dict[str, Any]]
 
 
+def _totals(results: list[FileResult]) -> Counter[str]:
+    total: Counter[str] = Counter(files=len(results))
+    for r in results:
+        total.update(events=r.events, detections=r.detections, errors=r.error_count, skipped=int(r.skipped),
+                     ingested=int(r.ingested), unreadable=int(not r.ingested and not r.skipped), unmapped=r.unmapped)
+    return total
+
+
 class FileReader:
     """Reads one file into events and detections without a store, so it runs in a worker process
-    as well as in the ingest's own: each file gets an engine of its own (fresh state), so its
-    detections do not depend on what else is read or where."""
+    as well as in the ingest's own: the file's source through the Windows rules, with fresh rule state
+    per file, so its detections do not depend on what else is read or where."""
 
     def __init__(self, engine: Engine, limits: ReadLimits, progress: Progress | None = None) -> None:
         """progress: counts records on the bar as they are read (only in the ingest's own process)."""
@@ -157,48 +136,10 @@ class FileReader:
 
     def detected(self, path: Path, sha: str) -> Detected:
         """Never raises for what the file holds."""
-        result = FileResult(path)
-        source = f"evtx:{sha[:12]}"
-        events: list[dict[str, Any]] = []
-        try:
-            self._read(path, source, result, events)
-        except OSError as exc:  # the file went away or the disk failed: what was read is kept
-            result.add_error(RecordError(result.where, f"cannot read further: {exc.strerror or exc}"))
-        events.sort(key=lambda e: (e["ts"], e["seq"]))
-        for i, ev in enumerate(events, 1):  # the order the engine saw them: replay sorts by seq
-            ev["seq"] = i
-        fill_parents(events)
-        return Detected(result, source, events, self.engine.fresh().process_many(events))
-
-    def _read(self, path: Path, source: str, result: FileResult, events: list[dict[str, Any]]) -> None:
-        counted = 0  # events already on the progress bar
-        try:
-            for n, rec in enumerate(records(path, self.limits), 1):
-                if isinstance(rec, RecordError):
-                    result.add_error(rec)
-                elif isinstance(rec, Skipped):
-                    result.skipped_members += 1
-                else:
-                    ev = self._normalized(rec, source, result)
-                    if ev is not None:
-                        events.append(ev)
-                if self.progress is not None and n % PROGRESS_TICK == 0:
-                    self.progress.update(events=len(events) - counted)
-                    counted = len(events)
-        finally:
-            if self.progress is not None:
-                self.progress.update(events=len(events) - counted)
-
-    def _normalized(self, rec: tuple[int, dict[str, Any], dict[str, Any]], source: str,
-                    result: FileResult) -> dict[str, Any] | None:
-        try:
-            ev = normalize(rec[1], rec[2], source, rec[0])
-        except (ValueError, TypeError, AttributeError) as exc:  # a shape normalize did not foresee
-            result.add_error(RecordError(f"{result.where} record {rec[0]}", f"cannot normalize: {exc}"))
-            return None
-        if ev is None:
-            result.unmapped += 1
-        return ev
+        source = LogFileSource(path, sha, self.limits, self.progress)
+        delivered = Pipeline(source, Detector(self.engine, fresh_per_source=True)).step(0)
+        events = delivered[:source.delivered]
+        return Detected(source.result, source.source, events, delivered[source.delivered:])
 
 
 def default_jobs() -> int:
@@ -215,6 +156,9 @@ class Ingester:
         self.engine = Engine(builtin_rules("windows"))
         self.err = err
         self.progress = Progress(err, enabled=err.isatty() if progress is None else progress)
+        self.bus = Bus()  # the read files' events and detections, to the store
+        self.sink = StoreSink(self.store, BATCH, self.progress.refresh)
+        self.bus.attach(self.sink)
         self.summary_rows = summary_rows
         # workers count no records on the bar: a forked process must not draw on the parent's terminal
         self.reader = FileReader(self.engine, limits, self.progress if jobs == 1 else None)
@@ -225,6 +169,7 @@ class Ingester:
         files = log_files(paths)
         named = set(paths)
         results: list[FileResult] = []
+        run_id = self._begin_run()
         self.progress.start(len(files))
         try:
             if min(self.jobs, len(files)) > 1:
@@ -233,10 +178,29 @@ class Ingester:
                 for f in files:
                     self._done(results, self.ingest_file(f, walked=f not in named))
         finally:
-            self.store.close()
             self.progress.finish()
+            self._end_run(run_id, results)
+            self.store.close()
             self._summary(results, len(files))
         return results
+
+    def _begin_run(self) -> int:
+        try:
+            return self.store.begin_run(socket.gethostname(), "ingest", platform.release(), __version__,
+                                        " ".join(sys.argv), {})
+        except database_errors() as exc:
+            raise StoreError(f"{self.store.path}: {describe(exc)}: nothing ingested") from exc
+
+    def _end_run(self, run_id: int, results: list[FileResult]) -> None:
+        """The run's end and counters: the files, what was read of them, the detections, what was stored."""
+        total = _totals(results)
+        rows = [("ingest", "", name, total[name]) for name in ("files", "ingested", "skipped", "unreadable")]
+        rows += [("read", "", "events", total["events"]), ("read", "", "errors", total["errors"]),
+                 ("read", "", "unmapped", total["unmapped"]), ("detect", "", "delivered", total["detections"])]
+        try:
+            self.store.end_run(run_id, rows + self.bus.rows() + self.sink.rows())
+        except database_errors() as exc:
+            print(f"ktriage: the run's counters were not stored ({describe(exc)})", file=self.err)
 
     def _done(self, results: list[FileResult], r: FileResult) -> None:
         """A file done, kept and on the bar (its events were counted as they were read, or now)."""
@@ -316,10 +280,7 @@ class Ingester:
 
     def _committed(self, detected: Detected, sha: str) -> FileResult:
         result, events, detections = detected.result, detected.events, detected.detections
-        batch = events + detections
-        for start in range(0, len(batch), BATCH):
-            self.store.insert(batch[start:start + BATCH])
-            self.progress.refresh()  # the clock moves on while a long file is stored
+        self.bus.publish(events + detections)
         result.events, result.detections = len(events), len(detections)
         result.found.update((d["name"], d["severity"]) for d in detections)
         if events or result.unmapped or result.error_count == 0:  # something read, or an empty log
@@ -361,10 +322,7 @@ class Ingester:
             print(f"ktriage:   … and {r.error_count - SHOWN_ERRORS} more", file=self.err)
 
     def _summary(self, results: list[FileResult], count: int) -> None:
-        total: Counter[str] = Counter()
-        for r in results:
-            total.update(events=r.events, detections=r.detections, errors=r.error_count, skipped=int(r.skipped),
-                         ingested=int(r.ingested), unreadable=int(not r.ingested and not r.skipped))
+        total = _totals(results)
         ingest_summary.write(self.err, results, self.summary_rows)
         stopped = f" (stopped after {len(results)} of {count} files)" if len(results) < count else ""
         print(f"ktriage: ingested {total['ingested']} files ({total['skipped']} already ingested, "

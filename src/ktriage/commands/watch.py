@@ -18,9 +18,12 @@ from typing import TextIO
 
 from ktriage.errors import UsageError
 from ktriage.model.event import event_id
+from ktriage.pipeline.bus import Renderer
+from ktriage.pipeline.pipeline import Pipeline
+from ktriage.pipeline.stop import stop_on_signals
 from ktriage.render.preview import Preview
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
-from ktriage.sources.linux.live import POLL_MS, LiveSource, check_pids, require_root, stop_on_signals
+from ktriage.sources.linux.live import POLL_MS, check_pids, live_pipeline, require_root
 
 
 @dataclass
@@ -95,29 +98,31 @@ class Watcher:
         launch = Launch(o.command) if o.command else None
         try:
             pids = {launch.pid: 0} if launch else check_pids(o.pids)
-            source = LiveSource(SensorOptions(pids=pids, families=o.families, max_depth=o.max_depth))
+            live = live_pipeline(SensorOptions(pids=pids, families=o.families, max_depth=o.max_depth))
+            live.pipeline.bus.attach(Renderer(self._write))
             try:
-                source.start()
+                live.pipeline.start()
                 if launch:
                     launch.release()
-                self._loop(source, launch, next(iter(pids)) if not launch else launch.pid)
+                self._loop(live.pipeline, launch, next(iter(pids)) if not launch else launch.pid)
             finally:
-                source.close()
+                live.source.close()
         finally:
             if launch:
                 launch.abandon()
         return launch.status or 0 if launch else 0
 
-    def _loop(self, source: LiveSource, launch: Launch | None, root: int) -> None:
+    def _loop(self, pipeline: Pipeline, launch: Launch | None, root: int) -> None:
         print(f"ktriage: watching pid {root} and its children (Ctrl-C to stop)", file=self.err, flush=True)
         deadline = time.monotonic() + self.options.duration if self.options.duration else None
         with stop_on_signals() as stop:
             while not stop.requested:
-                self._write(source.poll(POLL_MS))
+                pipeline.step(POLL_MS)
                 gone = launch.finished() if launch else not os.path.exists(f"/proc/{root}")
                 if gone or (deadline is not None and time.monotonic() >= deadline):
                     break
-        self._write(source.poll(100) + source.poll(0))  # the root's last events
+        pipeline.step(100)  # the root's last events
+        pipeline.step(0)
 
     def _write(self, events: list[dict]) -> None:
         if self.options.fmt == "jsonl":

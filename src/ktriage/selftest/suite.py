@@ -20,7 +20,7 @@ from typing import TextIO
 
 from ktriage.commands.watch import Launch
 from ktriage.sensor.sensor import SensorOptions
-from ktriage.sources.linux.live import POLL_MS, LiveSource, require_root
+from ktriage.sources.linux.live import POLL_MS, Live, live_pipeline, require_root
 
 GEN = [sys.executable, "-m", "ktriage.selftest.generators"]
 X86 = platform.machine() == "x86_64"
@@ -95,26 +95,26 @@ class Suite:
 
     def run(self) -> int:
         require_root("selftest")
-        source = LiveSource(SensorOptions(targeted=True))
-        source.start()
-        probe = source.sensor.probe
+        live = live_pipeline(SensorOptions(targeted=True))
+        live.pipeline.start()
+        probe = live.source.sensor.probe
         assert probe is not None
         self.result("PASS", f"sensor attached ({probe.summary()})")
         os.environ["KTRIAGE_SENSOR_PID"] = str(os.getpid())
         try:
             for check in checks():
-                self._one(source, check)
+                self._one(live, check)
         finally:
-            source.close()
+            live.source.close()
         c = self.counts
         self.out.write(f"{c['PASS']} passed, {c['FAIL']} failed, {c['SKIP']} skipped\n")
         return 0 if c["FAIL"] == 0 else 1
 
-    def _one(self, source: LiveSource, check: Check) -> None:
+    def _one(self, live: Live, check: Check) -> None:
         if check.skip:
             self.result("SKIP", f"{check.text} skipped ({check.skip})")
             return
-        events, detections, status = self._observe(source, list(check.argv))
+        events, detections, status = self._observe(live, list(check.argv))
         names = {d["name"] for d in detections}
         missing = [n for n in check.expect if n not in names]
         if status != 0:
@@ -131,16 +131,16 @@ class Suite:
             self.result("PASS", check.text)
 
     @staticmethod
-    def _observe(source: LiveSource, argv: list[str]) -> tuple[int, list[dict], int]:
+    def _observe(live: Live, argv: list[str]) -> tuple[int, list[dict], int]:
         """Run argv as a target: how many events its process tree made, their detections, its exit status."""
         launch = Launch(argv, stdout=os.open(os.devnull, os.O_WRONLY))
-        source.sensor.set_targets({launch.pid: 0})
+        live.source.sensor.set_targets({launch.pid: 0})
         launch.release()
         seen: list[dict] = []
         deadline = time.monotonic() + 60
         while not launch.finished() and time.monotonic() < deadline:
-            seen += source.poll(POLL_MS)
-        seen += source.poll(100) + source.poll(0)
+            seen += live.pipeline.step(POLL_MS)
+        seen += live.pipeline.step(100) + live.pipeline.step(0)
         if not launch.finished():
             launch.abandon()
         detections = [e for e in seen if e["family"] == "detection"]

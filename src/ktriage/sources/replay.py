@@ -1,4 +1,4 @@
-"""Run the engine over stored or recorded events, in the order live saw them.
+"""Stored or recorded events as a source, in the order live saw them; the rules replayed over them.
 
 Live, the engine sees each source's events in sequence order (an exec record's
 process event before its derived image event, which shares its seq). Replay
@@ -19,6 +19,9 @@ from ktriage.errors import UsageError
 from ktriage.model.check import model_fields, problem
 from ktriage.model.event import Event, live_order
 from ktriage.model.families import FAMILIES
+from ktriage.pipeline.bus import Renderer, Row
+from ktriage.pipeline.detect import Detector
+from ktriage.pipeline.pipeline import Pipeline
 from ktriage.store.access import ReadOnly
 
 
@@ -75,8 +78,44 @@ def _event(raw: bytes, where: str) -> Event:
     return ev
 
 
+class ReplaySource:
+    """Stored or captured events as a pipeline source: one recording (source) per poll, in live order."""
+
+    host = ""
+    source = "replay"
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        self._groups = by_source(events)
+        self.exhausted = False
+        self.events = 0
+
+    def start(self) -> None:
+        pass
+
+    def poll(self, _timeout_ms: int) -> list[Event]:
+        group = next(self._groups, None)
+        if group is None:
+            self.exhausted = True
+            return []
+        self.events += len(group)
+        return group
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def rows(self) -> list[Row]:
+        return [("replay", "", "events", self.events)]
+
+
 def replay(events: Iterable[Event], rules: list[Rule]) -> list[Event]:
-    out: list[Event] = []
-    for group in by_source(events):
-        out.extend(Engine(rules).process_many(group))
-    return out
+    """The detections of the rules over events, each recording with fresh rule state (as live)."""
+    source = ReplaySource(events)
+    pipeline = Pipeline(source, Detector(Engine(rules), fresh_per_source=True))
+    found: list[Event] = []
+    pipeline.bus.attach(Renderer(lambda batch: found.extend(e for e in batch if e["family"] == "detection")))
+    while not source.exhausted:
+        pipeline.step(0)
+    return found

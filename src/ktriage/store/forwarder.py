@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ktriage.errors import StoreError
-from ktriage.pipeline.bus import Subscription
+from ktriage.pipeline.bus import Row, Subscription
 from ktriage.store.access import DB_ERRORS, Store, open_store
 from ktriage.store.postgres import redact
 from ktriage.trust import private_dir
@@ -120,7 +120,7 @@ class Forwarder(threading.Thread):
         self.store = None
         self._next_try = time.monotonic() + self.retry_s
 
-    def counters(self) -> list[tuple[str, str, str, int]]:
+    def rows(self) -> list[Row]:
         return [("forward", "", "shipped", self.shipped), ("forward", "", "spooled", self.spooled),
                 ("forward", "", "spool_dropped", self.spool.dropped), ("forward", "", "connects", self.reconnects),
                 ("forward", "", "spool_left", sum(len(Spool.read(f)) for f in self.spool.files()))]

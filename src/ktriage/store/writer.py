@@ -1,11 +1,11 @@
-"""The store's single writer thread: drains a bus subscription in batches."""
+"""The store's single writer thread: drains a bus subscription in batches (the live pipelines)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from ktriage.pipeline.bus import Subscription
+from ktriage.pipeline.bus import Row, Subscription
 from ktriage.store.access import DB_ERRORS, Store, describe
 
 log = logging.getLogger(__name__)
@@ -46,3 +46,7 @@ class StoreWriter(threading.Thread):
             self.error = f"{self.store.path}: {describe(exc)}"
             self.failed += len(events)
             log.error("store write failed, recording stops storing: %s", self.error)
+
+    def rows(self) -> list[Row]:
+        return [("store", "", "written", self.written), ("store", "", "failed", self.failed)]
+

@@ -1,18 +1,17 @@
-"""The live event source shared by `record` and `watch`: the kernel sensor,
-calibrated, and its records decoded into events with ktriage's own filtered out
-(and counted)."""
+"""The Linux live source shared by `record`, `watch`, `serve` and `selftest`: the kernel
+sensor, calibrated, its records decoded into events in the order the kernel numbered them,
+ktriage's own filtered out (and counted); and the checks of the sensor's own state that run
+in the pipeline's detection stage after each batch."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import signal
 import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import NamedTuple
 
 from ktriage.detect.engine import Engine
 from ktriage.detect.integrity import IntegrityMonitor
@@ -20,6 +19,10 @@ from ktriage.detect.rules import builtin_rules
 from ktriage.detect.tamper import TamperMonitor
 from ktriage.errors import SetupError, UsageError
 from ktriage.model.event import Event, live_order
+from ktriage.model.families import KERNEL_FAMILIES
+from ktriage.pipeline.bus import Bus, Row
+from ktriage.pipeline.detect import Detector
+from ktriage.pipeline.pipeline import Pipeline
 from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
 from ktriage.sensor.guard import StateGuard
 from ktriage.sensor.procs import ProcessTable, descendants
@@ -45,19 +48,17 @@ STALL_NS = 1_000_000_000  # a poll this long after the last one: the sensor was 
 
 
 class LiveSource:
-    """Events from the kernel, then the detections they complete (detect=True)."""
+    """Events from the kernel, in the order it numbered them."""
 
-    def __init__(self, options: SensorOptions, detect: bool = True, host: str | None = None) -> None:
+    def __init__(self, options: SensorOptions, host: str | None = None) -> None:
         self.sensor = Sensor(options)
         self.host = host or socket.gethostname()
         self.source = f"ebpf:{secrets.token_hex(4)}"  # one recording: seq is unique within it
-        self.engine = Engine(builtin_rules("linux")) if detect else None
-        self.integrity = IntegrityMonitor(self.host, self.source) if detect else None
         self.counts: Counter[str] = Counter()  # events delivered, per family
         self.own_events = 0  # ktriage's own calibration opens, not delivered
+        self.stalled = False  # the last poll came long after the one before: the sensor was stopped
         self.decoder: Decoder | None = None
         self.marks: MarkReader | None = None
-        self.tamper: TamperMonitor | None = None
         self._early: list[bytes] = []
         self._last_poll = 0
 
@@ -74,16 +75,7 @@ class LiveSource:
         if self.sensor.options.peer_tgid:
             self.decoder.sensor_pids.add(self.sensor.options.peer_tgid)
         self.marks = open_reader()
-        if self.engine is not None:
-            self.tamper = TamperMonitor(self.host, self.source, StateGuard(self.sensor), self.marks, os.getpid(),
-                                        self.next_detection_seq)
         self._last_poll = time.monotonic_ns()
-
-    def next_detection_seq(self) -> int:
-        """The next seq of the detection stream (shared by the rules and the state checks)."""
-        assert self.engine is not None
-        self.engine.seq += 1
-        return self.engine.seq
 
     def poll(self, timeout_ms: int) -> list[Event]:
         """Events decoded from what the kernel sent within timeout_ms (0: what is there now)."""
@@ -95,26 +87,25 @@ class LiveSource:
         events = sorted((e for e in decoded if e["pid"] != own), key=live_order)
         self.own_events += len(decoded) - len(events)
         now = time.monotonic_ns()
-        stalled = now - self._last_poll > STALL_NS + timeout_ms * 1_000_000
+        self.stalled = now - self._last_poll > STALL_NS + timeout_ms * 1_000_000
         self._last_poll = now
-        if self.engine is not None:
-            events += self.engine.process_many(events)
-            events += self._integrity(force=timeout_ms == 0 or stalled)
         for ev in events:
             self.counts[ev["family"]] += 1
         return events
 
-    def _integrity(self, force: bool) -> list[Event]:
-        assert self.integrity is not None and self.engine is not None and self.tamper is not None
-        if not (force or self.integrity.due()):
-            return []
-        _, lost = self.sensor.counters()
-        out = self.tamper.check()
-        det = self.integrity.check(sum(lost.values()), self.engine.seq + 1, force)
-        if det is not None:
-            self.engine.seq += 1
-            out.append(det)
-        return out
+    def stop(self) -> None:
+        """Detached from the kernel: the next poll(0) reads every record it sent (sent - received = lost)."""
+        self.sensor.detach()
+
+    def rows(self) -> list[Row]:
+        """The kernel's counters and the decoder's."""
+        assert self.decoder is not None
+        sent, lost = self.sensor.counters()
+        rows = [("bpf", f, "sent", sent[f]) for f in KERNEL_FAMILIES]
+        rows += [("bpf", f, "lost", lost[f]) for f in KERNEL_FAMILIES]
+        rows += [("decode", f, "received", self.decoder.records[f]) for f in KERNEL_FAMILIES]
+        rows += [("decode", f, "events", self.counts[f]) for f in KERNEL_FAMILIES]
+        return rows + [("decode", "", "errors", self.decoder.errors), ("decode", "", "own", self.own_events)]
 
     def close(self) -> None:
         if self.marks is not None:
@@ -122,22 +113,44 @@ class LiveSource:
         self.sensor.close()
 
 
-class StopFlag:
-    """Set by SIGINT or SIGTERM while installed with :func:`stop_on_signals`."""
+class SensorChecks:
+    """The sensor's own state after each batch: tamper (state drift, stops, kills) and losses."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, source: LiveSource, detector: Detector) -> None:
+        self.source, self.detector = source, detector
+        self.integrity = IntegrityMonitor(source.host, source.source)
+        self.tamper: TamperMonitor | None = None
 
-    def __call__(self, _signum: int, _frame: object) -> None:
-        self.requested = True
+    def start(self) -> None:
+        """Once the source has started (its sensor sealed, its marks open)."""
+        assert self.source.marks is not None
+        self.tamper = TamperMonitor(self.source.host, self.source.source, StateGuard(self.source.sensor),
+                                    self.source.marks, os.getpid(), self.detector.next_seq)
+
+    def check(self, final: bool) -> list[Event]:
+        assert self.tamper is not None
+        force = final or self.source.stalled
+        if not (force or self.integrity.due()):
+            return []
+        _, lost = self.source.sensor.counters()
+        out = self.tamper.check()
+        det = self.integrity.check(sum(lost.values()), self.detector.engine.seq + 1, force)
+        if det is not None:
+            self.detector.engine.seq += 1
+            out.append(det)
+        return out
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[StopFlag]:
-    stop = StopFlag()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+class Live(NamedTuple):
+    pipeline: Pipeline
+    source: LiveSource
+    checks: SensorChecks
+
+
+def live_pipeline(options: SensorOptions, host: str | None = None, bus: Bus | None = None) -> Live:
+    """The kernel sensor through the Linux rules, then the sensor's own checks."""
+    source = LiveSource(options, host)
+    detector = Detector(Engine(builtin_rules("linux")))
+    checks = SensorChecks(source, detector)
+    detector.checks.append(checks)
+    return Live(Pipeline(source, detector, bus), source, checks)
