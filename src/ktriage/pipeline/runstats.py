@@ -34,7 +34,8 @@ def source_rows(source: LiveSource, sent: dict[str, int], lost: dict[str, int]) 
 def sink_rows(writer: StoreWriter, forwarder: Forwarder | None) -> list[Row]:
     """What the store's queue dropped and the store wrote; the forwarder's counters and its queue's drops."""
     rows = [("queue", "", "dropped", writer.sub.dropped),
-            ("store", "", "written", writer.written), ("store", "", "failed", writer.failed)]
+            ("store", "", "written", writer.written), ("store", "", "failed", writer.failed),
+            ("store", "", "unknown_keys", writer.store.unknown_keys)]
     if forwarder:
         rows += forwarder.counters() + [("queue", "forward", "dropped", forwarder.sub.dropped)]
     return rows
