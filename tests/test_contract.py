@@ -287,7 +287,7 @@ def test_the_watchdogs_detections_keep_the_contract(root: None, tmp_path: Path) 
 
 
 @pytest.mark.root
-def test_the_recoverys_detections_keep_the_contract(tmp_path: Path) -> None:
+def test_the_recoverys_detections_keep_the_contract(root: None, tmp_path: Path) -> None:
     from ktriage.sensor.procs import state_and_start
     from ktriage.sensor.sigmarks import open_reader
     from ktriage.sources.linux.recovery import unclosed_runs
