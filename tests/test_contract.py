@@ -92,17 +92,17 @@ def test_the_store_counts_and_names_a_key_the_model_does_not_name(db_target: str
     try:
         assert store.insert([_file_event(1, colour="red"), _file_event(2, colour="blue", shade=3),
                              _file_event(3)]) == 3
-        assert store.insert([_file_event(4, colour="green")]) == 1
+        assert store.insert([_file_event(4, colour="green", **{"forged\nktriage: all clear": 1})]) == 1
         # a batch that goes again fitted (a 100-bit integer) is counted once
         assert store.insert([_file_event(5, colour="x", ino=1 << 100)]) == 1
-        assert store.unknown_keys == 5
+        assert store.unknown_keys == 6
     finally:
         store.close()
     named = [r.getMessage() for r in caplog.records if "not a field of the model" in r.getMessage()]
-    assert sorted(named) == [f"{store.path}: file.colour is not a field of the model: not stored (counted in "
-                             "store unknown_keys)",
-                             f"{store.path}: file.shade is not a field of the model: not stored (counted in "
-                             "store unknown_keys)"], "each (family, key) named once"
+    tail = " is not a field of the model: not stored (counted in store unknown_keys)"
+    assert sorted(named) == [f"{store.path}: file.'forged\\nktriage: all clear'{tail}",
+                             f"{store.path}: file.colour{tail}", f"{store.path}: file.shade{tail}"], \
+        "each (family, key) named once, on one line"
 
 
 def test_a_runs_stats_carry_the_unknown_keys_count(tmp_path: Path) -> None:

@@ -13,6 +13,12 @@ log = logging.getLogger(__name__)
 NAMED_AT_MOST = 256  # (family, key) pairs named in the log; counting goes on past it
 
 
+def _shown(key: Any) -> str:
+    """A key as the log shows it: a plain name as it is, anything else (a newline, a long or odd
+    string, not a string) as its repr, cut at 60 characters, so a line stays one line."""
+    return key if isinstance(key, str) and key.isidentifier() and len(key) <= 60 else repr(key)[:60]
+
+
 class UnknownKeys:
     def __init__(self, where: str) -> None:
         self.where = where
@@ -28,7 +34,7 @@ class UnknownKeys:
             if (family, key) not in self._named and len(self._named) < NAMED_AT_MOST:
                 self._named.add((family, key))
                 log.warning("%s: %s.%s is not a field of the model: not stored (counted in store unknown_keys)",
-                            self.where, family, key)
+                            self.where, family, _shown(key))
         return len(unknown)
 
     def declared(self, family: str) -> set[str]:
