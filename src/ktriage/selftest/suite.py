@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ktriage.commands.watch import Launch
+from ktriage.model.event import Event
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.sources.linux.live import POLL_MS, Live, live_pipeline, require_root
 
@@ -133,16 +134,21 @@ class Suite:
     @staticmethod
     def _observe(live: Live, argv: list[str]) -> tuple[int, list[dict], int]:
         """Run argv as a target: how many events its process tree made, their detections, its exit status."""
-        launch = Launch(argv, stdout=os.open(os.devnull, os.O_WRONLY))
-        live.source.sensor.set_targets({launch.pid: 0})
-        launch.release()
-        seen: list[dict] = []
-        deadline = time.monotonic() + 60
-        while not launch.finished() and time.monotonic() < deadline:
-            seen += live.pipeline.step(POLL_MS)
-        seen += live.pipeline.step(100) + live.pipeline.step(0)
-        if not launch.finished():
-            launch.abandon()
+        seen, status = observe(live, argv)
         detections = [e for e in seen if e["family"] == "detection"]
-        status = launch.status if launch.status is not None else -1
         return len(seen) - len(detections), detections, status
+
+
+def observe(live: Live, argv: list[str]) -> tuple[list[Event], int]:
+    """Run argv as the only target (60 s at most): every event and detection of its process tree, its exit status."""
+    launch = Launch(argv, stdout=os.open(os.devnull, os.O_WRONLY))
+    live.source.sensor.set_targets({launch.pid: 0})
+    launch.release()
+    seen: list[Event] = []
+    deadline = time.monotonic() + 60
+    while not launch.finished() and time.monotonic() < deadline:
+        seen += live.pipeline.step(POLL_MS)
+    seen += live.pipeline.step(100) + live.pipeline.step(0)
+    if not launch.finished():
+        launch.abandon()
+    return seen, launch.status if launch.status is not None else -1

@@ -52,6 +52,8 @@ def describe(exc: BaseException) -> str:
 class Store(Protocol):
     path: Any
 
+    @property
+    def unknown_keys(self) -> int: ...  # keys of inserted events the model does not name: not stored, counted
     def insert(self, events: Sequence[dict[str, Any]]) -> int: ...
     def begin_run(self, host: str, source: str, kernel: str, version: str, command: str,
                   probe: dict[str, Any]) -> int: ...

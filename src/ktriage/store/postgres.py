@@ -23,6 +23,7 @@ from ktriage.errors import StoreError
 from ktriage.store import schema
 from ktriage.store.sqlite import fit_event, fit_int64
 from ktriage.store.targets import is_postgres, redact
+from ktriage.store.unknown import UnknownKeys
 
 __all__ = ["PostgresStore", "connect", "is_postgres", "redact"]
 
@@ -51,6 +52,12 @@ class PostgresStore:
             raise StoreError(f"{self.path}: {str(exc).strip().splitlines()[0]}") from exc
         self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
         self._types = {t: dict(cols) for t, cols in schema.event_tables().items()}
+        self._unknown = UnknownKeys(self.path)
+
+    @property
+    def unknown_keys(self) -> int:
+        """Keys of stored events the model does not name, so not stored (store/unknown.py)."""
+        return self._unknown.count
 
     def _migrate(self) -> None:
         with self.db.transaction():
@@ -91,13 +98,17 @@ class PostgresStore:
 
     def _insert(self, events: list[dict[str, Any]]) -> int:
         by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        unknown = 0
         for ev in events:
             cols = self._columns[ev["family"]]
             by_table[ev["family"]].append(fit_int64(tuple(map(ev.get, cols))))
+            if not self._unknown.declared(ev["family"]).issuperset(ev):
+                unknown += self._unknown.in_event(ev)
         written = 0
         with self.db.transaction():
             for table, rows in by_table.items():
                 written += self._copy(table, rows)
+        self._unknown.count += unknown  # counted once committed: a batch that goes again fitted counts once
         return written
 
     def _copy(self, table: str, rows: list[tuple[Any, ...]]) -> int:

@@ -35,4 +35,4 @@ class StoreSink:
         pass
 
     def rows(self) -> list[Row]:
-        return [("store", "", "written", self.written)]
+        return [("store", "", "written", self.written), ("store", "", "unknown_keys", self.store.unknown_keys)]

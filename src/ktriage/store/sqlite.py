@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from ktriage.errors import StoreError
 from ktriage.store import schema, sqlguard
+from ktriage.store.unknown import UnknownKeys
 
 log = logging.getLogger(__name__)
 _MAGIC = b"SQLite format 3\0"
@@ -130,6 +131,12 @@ class SqliteStore:
         self._columns = {t: [c for c, _ in cols] for t, cols in schema.event_tables().items()}
         self._types = {t: dict(cols) for t, cols in schema.event_tables().items()}
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        self._unknown = UnknownKeys(str(self.path))
+
+    @property
+    def unknown_keys(self) -> int:
+        """Keys of stored events the model does not name, so not stored (store/unknown.py)."""
+        return self._unknown.count
 
     @contextmanager
     def _transaction(self, begin: str = "BEGIN") -> Iterator[None]:
@@ -191,14 +198,18 @@ class SqliteStore:
     def _insert(self, events: list[dict[str, Any]]) -> int:
         by_plan: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         plans = self._plans
+        unknown = 0
         for ev in events:
             shape = (ev["family"], tuple(ev))
             plan = plans.get(shape) or self._plan(shape)
             by_plan[plan].append(tuple(map(ev.get, plan[1])))
+            if len(ev) > len(plan[1]) + 1:  # keys beyond the columns it fills and family
+                unknown += self._unknown.in_event(ev)
         written = 0
         with self._transaction():
             for (table, cols), rows in by_plan.items():
                 written += self._insert_rows(schema.insert_sql(table, list(cols)), rows)
+        self._unknown.count += unknown  # counted once committed: a batch that goes again fitted counts once
         return written
 
     def _plan(self, shape: tuple[str, tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:

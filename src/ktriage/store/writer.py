@@ -48,5 +48,6 @@ class StoreWriter(threading.Thread):
             log.error("store write failed, recording stops storing: %s", self.error)
 
     def rows(self) -> list[Row]:
-        return [("store", "", "written", self.written), ("store", "", "failed", self.failed)]
+        return [("store", "", "written", self.written), ("store", "", "failed", self.failed),
+                ("store", "", "unknown_keys", self.store.unknown_keys)]
 
