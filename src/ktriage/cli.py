@@ -1,32 +1,26 @@
 """Command line: ``main(argv) -> int`` is the only place errors become exit codes.
 
-Data goes to stdout; progress, logs and errors go to stderr.
+Each verb runs in its module of commands/ (COMMANDS). Data goes to stdout; progress, logs and
+errors go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-import threading
-import time
 from pathlib import Path
 
 from ktriage import __version__
-from ktriage.errors import KtriageError, StoreError, UsageError
+from ktriage.errors import KtriageError
 from ktriage.render.ingest_summary import DEFAULT_ROWS as DEFAULT_SUMMARY_ROWS
-from ktriage.render.rows import FORMATS, write_rows
-from ktriage.store.access import database_errors, open_readonly
+from ktriage.render.rows import FORMATS
 
-# Each verb imports what it needs when it runs (the sensor, psycopg, the broker, the UI):
-# `ktriage ingest` of a file starts without loading any of them.
+# Each verb runs in its module of commands/, imported when it runs with what it needs (the sensor,
+# psycopg, the broker, the UI): `ktriage ingest` of a file starts without loading any of them.
 
 log = logging.getLogger("ktriage")
-
-
-def stop_wait(stop: object) -> None:
-    while not getattr(stop, "requested"):
-        time.sleep(0.2)
 
 
 def _positive_float(text: str) -> float:
@@ -190,171 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _record(args: argparse.Namespace) -> int:
-    from ktriage.commands.record import Recorder, RecordOptions  # the sensor stack loads only when recording
-
-    if args.forward and not args.forward.startswith(("postgresql://", "postgres://")):
-        raise UsageError(f"--forward {args.forward}: give a postgresql:// URL")
-    options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
-                            summary_interval=args.summary_interval, max_depth=args.depth, forward=args.forward,
-                            spool=args.spool, host_id=args.host_id, stop_bound=args.stop_bound)
-    if args.streams is not None:
-        options.families = args.streams
-    return Recorder(options).run()
-
-
-def _watch(args: argparse.Namespace) -> int:
-    from ktriage.commands.watch import Watcher, WatchOptions
-
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    options = WatchOptions(pids=args.pid, command=command, max_depth=args.depth, fmt=args.format, colour=colour,
-                           duration=args.duration)
-    if args.streams is not None:
-        options.families = args.streams
-    return Watcher(options).run()
-
-
-INGEST_INCOMPLETE = 6  # ingest: something in the files could not be read (what could was stored)
-
-
-def _ingest(args: argparse.Namespace) -> int:
-    from ktriage.commands.ingest import Ingester, default_jobs
-
-    progress = None if args.progress == "auto" else args.progress == "always"
-    results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows,
-                       jobs=args.jobs or default_jobs()).run(args.paths)
-    return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE
-
-
-def _prune(args: argparse.Namespace) -> int:
-    from ktriage.store.access import open_store
-
-    store = open_store(args.db)
-    try:
-        deleted = store.prune(time.time_ns() - int(args.older_than * 86400e9))
-    finally:
-        store.close()
-    print(f"ktriage: pruned {sum(deleted.values())} events older than {args.older_than:g} days: "
-          + ", ".join(f"{t} {n}" for t, n in deleted.items() if n), file=sys.stderr)
-    return 0
-
-
-def _detections(args: argparse.Namespace) -> int:
-    from ktriage.render import detections as render_detections
-
-    db = open_readonly(args.db)
-    try:
-        cur = db.execute("SELECT * FROM detection WHERE severity >= ? ORDER BY ts, seq", (args.min_severity,))
-        names = [d[0] for d in cur.description]
-        detections = [dict(zip(names, row)) for row in cur]
-    except database_errors() as exc:
-        raise StoreError(f"{args.db}: {exc}") from exc
-    render_detections.write(sys.stdout, args.format, detections)
-    return 0
-
-
-def _detect(args: argparse.Namespace) -> int:
-    from ktriage.detect.rules import builtin_rules
-    from ktriage.render import detections as render_detections
-    from ktriage.sources.replay import jsonl_events, replay, stored_events
-
-    if args.events is not None:
-        if not args.events.is_file():
-            raise UsageError(f"{args.events}: no such file")
-        events = list(jsonl_events(args.events))
-    else:
-        events = list(stored_events(open_readonly(args.db)))
-    platform = "windows" if any(str(e.get("source", "")).startswith("evtx:") for e in events[:1]) else "linux"
-    found = [d for d in replay(events, builtin_rules(platform)) if d["severity"] >= args.min_severity]
-    render_detections.write(sys.stdout, args.format, found)
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import math
-
-    from ktriage.broker.args import MAX_QUEUE
-    from ktriage.broker.http import HttpApi
-    from ktriage.broker.limits import BrokerLimits
-    from ktriage.broker.server import Broker
-    from ktriage.broker.token import load_token
-    from ktriage.pipeline.stop import stop_on_signals
-
-    if not (math.isfinite(args.idle_timeout) and args.idle_timeout > 0):
-        raise UsageError(f"--idle-timeout {args.idle_timeout}: give a number of seconds above 0")
-    if not 1 <= args.queue <= MAX_QUEUE:
-        raise UsageError(f"--queue {args.queue}: give 1..{MAX_QUEUE} events")
-    http = None
-    if args.http:
-        host, _, port = args.http.rpartition(":")
-        if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
-            raise UsageError(f"--http {args.http}: give a loopback HOST:PORT (e.g. 127.0.0.1:8765)")
-        http = HttpApi(host.strip("[]"), int(port), load_token(args.token_file))
-    try:
-        broker = Broker(args.socket, db=args.db, group=args.group, queue_capacity=args.queue, forward=args.forward,
-                        spool=args.spool, host_id=args.host_id, limits=BrokerLimits(idle_timeout_s=args.idle_timeout))
-    except KeyError:
-        raise UsageError(f"--group {args.group}: no such group") from None
-    with stop_on_signals() as stop:
-        watcher = threading.Thread(target=lambda: (stop_wait(stop), broker.stopping.set()), daemon=True)
-        watcher.start()
-        return broker.run(http=http)
-
-
-def _ui(args: argparse.Namespace) -> int:
-    import secrets
-
-    import uvicorn
-
-    from ktriage.store.sqlguard import limit_process_heap
-    from ktriage.ui.api import create_app
-    from ktriage.ui.sqlbox import refusal
-
-    host, _, port = args.listen.rpartition(":")
-    host = host.strip("[]") if host.startswith("[") else host
-    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {args.listen}: give a loopback HOST:PORT (e.g. 127.0.0.1:8780)")
-    db = open_readonly(args.db)  # a clear error now rather than on the first page
-    try:
-        sql_off = refusal(db)
-    except database_errors() as exc:
-        raise StoreError(f"{db.name}: {exc}") from exc
-    finally:
-        db.close()
-    if sql_off:
-        print(f"ktriage: {sql_off}", file=sys.stderr)
-    limit_process_heap()
-    token = secrets.token_urlsafe(32)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ktriage: triage UI on http://{shown}:{port}/?token={token} for {db.name}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(args.db, token=token, port=int(port), listen_host=host), host=host, port=int(port),
-                log_level="warning", h11_max_incomplete_event_size=512 * 1024)
-    return 0
-
-
-def _selftest(args: argparse.Namespace) -> int:
-    from ktriage.selftest.suite import Suite
-
-    return Suite().run()
-
-
-def _query(args: argparse.Namespace) -> int:
-    db = open_readonly(args.db)
-    try:
-        cur = db.execute(args.sql)
-    except database_errors() as exc:
-        raise UsageError(f"query failed: {str(exc).strip().splitlines()[0]}") from exc
-    columns = [d[0] for d in cur.description or ()]
-    if columns:
-        try:
-            write_rows(sys.stdout, args.format, columns, cur)
-        except database_errors() as exc:
-            raise StoreError(f"query failed while reading rows: {exc}") from exc
-    return 0
-
-
-_COMMANDS = {"record": _record, "ingest": _ingest, "serve": _serve, "watch": _watch, "prune": _prune, "detections": _detections, "detect": _detect, "ui": _ui, "selftest": _selftest, "query": _query}
+# verb -> the module of commands/ that runs it, imported only when it runs
+COMMANDS = ("record", "watch", "ingest", "prune", "detections", "detect", "serve", "ui", "selftest", "query")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="ktriage: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return _COMMANDS[args.verb](args)
+        return importlib.import_module(f"ktriage.commands.{args.verb}").main(args)
     except KtriageError as exc:
         print(f"ktriage: error: {exc}", file=sys.stderr)
         return exc.exit_code

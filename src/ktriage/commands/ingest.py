@@ -16,6 +16,7 @@ with its error count. :attr:`FileResult.complete` tells the CLI's exit code.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BATCH = 5000
 SHOWN_ERRORS = 5
+INGEST_INCOMPLETE = 6  # the exit status when something in the files could not be read (what could was stored)
 
 
 def _walk(directory: Path) -> list[Path]:
@@ -328,3 +330,10 @@ class Ingester:
         print(f"ktriage: ingested {total['ingested']} files ({total['skipped']} already ingested, "
               f"{total['unreadable']} not readable): {total['events']} events, {total['detections']} detections, "
               f"{total['errors']} unreadable chunks/records{stopped}", file=self.err)
+
+
+def main(args: argparse.Namespace) -> int:
+    progress = None if args.progress == "auto" else args.progress == "always"
+    results = Ingester(args.db, progress=progress, summary_rows=args.summary_rows,
+                       jobs=args.jobs or default_jobs()).run(args.paths)
+    return 0 if all(r.complete for r in results) else INGEST_INCOMPLETE

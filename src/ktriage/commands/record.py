@@ -8,6 +8,7 @@ prints per-family counts and every drop (also kept in the ``stats`` table).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import platform
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ktriage import __version__
-from ktriage.errors import StoreError
+from ktriage.errors import StoreError, UsageError
 from ktriage.model.event import Event
 from ktriage.model.families import KERNEL_FAMILIES
 from ktriage.pipeline.bus import Renderer, Row
@@ -208,3 +209,14 @@ class Recorder:
         p(f"detections {live.pipeline.delivered['detection']}")
         p(f"decode errors {stat['decode', '', 'errors']}, queue dropped {stat['queue', 'store', 'dropped']}, "
           f"stored {stat['store', '', 'written']}, store failed {stat['store', '', 'failed']}, lost in kernel {lost}")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.forward and not args.forward.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--forward {args.forward}: give a postgresql:// URL")
+    options = RecordOptions(db=args.db, duration=args.duration, pids=args.pid, ring_bytes=args.ring_size,
+                            summary_interval=args.summary_interval, max_depth=args.depth, forward=args.forward,
+                            spool=args.spool, host_id=args.host_id, stop_bound=args.stop_bound)
+    if args.streams is not None:
+        options.families = args.streams
+    return Recorder(options).run()

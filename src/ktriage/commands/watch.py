@@ -8,6 +8,7 @@ when the root process ends (or on Ctrl-C / --duration).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -137,3 +138,13 @@ class Watcher:
                     self.out.write(self.preview.render(ev, alerts.get(event_id(ev), [])) + "\n")
         if events:
             self.out.flush()
+
+
+def main(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    options = WatchOptions(pids=args.pid, command=command, max_depth=args.depth, fmt=args.format, colour=colour,
+                           duration=args.duration)
+    if args.streams is not None:
+        options.families = args.streams
+    return Watcher(options).run()

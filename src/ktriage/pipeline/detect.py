@@ -14,7 +14,7 @@ from ktriage.model.event import Event
 from ktriage.pipeline.bus import Row
 
 
-class Check(Protocol):
+class StateCheck(Protocol):
     """A check of state no event shows (the sensor's own integrity, losses), run after each batch."""
 
     def start(self) -> None:
@@ -28,7 +28,7 @@ class Detector:
         """fresh_per_source: a batch of another source than the last starts with no rule state (replay and
         ingest deliver one source per batch: no state crosses recordings or files)."""
         self.engine = engine
-        self.checks: list[Check] = []
+        self.checks: list[StateCheck] = []
         self.delivered = 0
         self._fresh_per_source = fresh_per_source
         self._source: str | None = None
