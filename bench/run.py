@@ -141,7 +141,7 @@ def throughput(exe: Path, rate: float, seconds: float, tmp: str) -> dict:
     sensor_overhead.stop_recorder(rec)
     con = sqlite3.connect(db)
     stat = {(s, c): v for s, f, c, v in con.execute("SELECT stage, family, counter, value FROM stats "
-                                                    "WHERE family IN ('file', '')")}
+                                                    "WHERE family IN ('file', '', 'store')")}
     stored = con.execute("SELECT count(*) FROM file WHERE path = ?", (target,)).fetchone()[0]
     sent, lost, received = stat[("bpf", "sent")], stat[("bpf", "lost")], stat[("decode", "received")]
     queued_out = stat[("queue", "dropped")]  # decoded, then dropped by the full queue to the store
