@@ -1,5 +1,5 @@
 """Docs the tests keep honest: every detection is in the catalog document,
-every family in the architecture document, and the README's two commands exist."""
+every family, module and command in the architecture document, and the README's two commands exist."""
 
 from __future__ import annotations
 
@@ -20,12 +20,20 @@ def test_every_detection_is_documented() -> None:
     assert missing == []
 
 
-def test_architecture_names_every_family_and_source_file() -> None:
+def test_architecture_names_every_family_source_file_and_command() -> None:
+    from ktriage.cli import COMMANDS, _parser
+
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     assert [f for f in FAMILIES if f not in text] == []
-    modules = sorted(p.relative_to(ROOT / "src" / "ktriage").parts[0] for p in (ROOT / "src" / "ktriage").iterdir()
-                     if p.is_dir() and not p.name.startswith("__"))
-    assert [m for m in modules if m not in text] == []
+    package = ROOT / "src" / "ktriage"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py")) if p.name != "__init__.py"
+               and f"src/ktriage/{p.relative_to(package)}" not in text
+               and not (f"`src/ktriage/{p.parent.relative_to(package)}/`" in text and f"`{p.name}`" in text)]
+    assert missing == [], "each module in its own row, or named in its folder's row"
+    assert [c for c in COMMANDS if f"`ktriage {c}`" not in text] == []
+    assert [c for c in COMMANDS if not (package / "commands" / f"{c}.py").is_file()] == [], "a module per verb"
+    verbs = next(a for a in _parser()._actions if a.dest == "verb").choices
+    assert sorted(verbs) == sorted(COMMANDS), "every verb of the parser runs in commands/"
 
 
 def test_readme_has_the_two_setup_commands_ci_uses() -> None:
