@@ -1,6 +1,6 @@
 """Decoding of the security families: access, memory, module, api, signal.
 
-Each builder takes the decoder (for enrichment), the unpacked record, its
+Each builder takes the decoder (an :class:`Enricher`), the unpacked record, its
 strings and the common event fields, and returns the events. Tables that map
 kernel numbers to names are data.
 """
@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import json
 import signal as signal_mod
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ktriage.model.event import Event
 from ktriage.sensor.layouts import ACCESS_OPS, API_OPS, BPF_CMDS, MEMORY_OPS, MODULE_OPS, OBJ_TYPES, RIGHTS, SIGNAL_OPS
-from ktriage.sensor.origin import decode_origin, prot_text
-from ktriage.sensor.procs import tgid_of
+from ktriage.sensor.origin import MapsCache, decode_origin, prot_text
+from ktriage.sensor.procs import ProcessTable, tgid_of
 
-if TYPE_CHECKING:
-    from ktriage.sensor.decode import Decoder
+
+class Enricher(Protocol):
+    """What the builders use of the decoder (decode.Decoder), so this module needs nothing of it."""
+
+    procs: ProcessTable
+    maps: MapsCache
+    sensor_pids: set[int]
+    own_objects: dict[tuple[int, int], str]
+
+    def enrich(self, ev: Event) -> Event: ...
 
 # ptrace request -> (name, rights)
 PTRACE = {
@@ -51,7 +59,7 @@ def _proc_mem_rights(flags: int) -> tuple[str, ...]:
     return {0: ("MEM_READ",), 1: ("MEM_WRITE",), 2: ("MEM_READ", "MEM_WRITE")}.get(mode, ())
 
 
-def access(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def access(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = ACCESS_OPS.get(rec["op"], str(rec["op"]))
     request, target_tid, target_pid, own = None, None, rec["target"], None
     if op == "ptrace":
@@ -79,7 +87,7 @@ def access(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     return [d.enrich(out)]
 
 
-def memory(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def memory(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = MEMORY_OPS.get(rec["op"], str(rec["op"]))
     name = s["name"].decode("utf-8", "backslashreplace") or None
     if op == "mprotect":
@@ -97,7 +105,7 @@ def memory(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     return [d.enrich(out)]
 
 
-def module(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def module(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = MODULE_OPS.get(rec["op"], str(rec["op"]))
     out = dict(ev, op=op, name=s["name"].decode("utf-8", "backslashreplace") or None,
                path=s["path"].decode("utf-8", "backslashreplace") or None,
@@ -109,7 +117,7 @@ def module(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     return [d.enrich(out)]
 
 
-def api(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def api(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = API_OPS.get(rec["op"], str(rec["op"]))
     before = [rec[f"old_ids{i}"] for i in range(len(ID_NAMES))]
     after = [rec[f"new_ids{i}"] for i in range(len(ID_NAMES))]
@@ -131,7 +139,7 @@ def _signal_name(sig: int) -> str:
         return f"SIG{sig}"
 
 
-def signal(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def signal(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     op = SIGNAL_OPS.get(rec["op"], str(rec["op"]))
     target = rec["target"] - (1 << 32) if rec["target"] >= 1 << 31 else rec["target"]
     if op in ("kill", "pidfd_send_signal"):
@@ -146,7 +154,7 @@ def signal(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> l
     return [d.enrich(out)]
 
 
-def bpf_tamper(d: Decoder, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
+def bpf_tamper(d: Enricher, rec: dict[str, Any], s: dict[str, bytes], ev: Event) -> list[Event]:
     """A bpf() command of another process on one of ktriage's objects: a module event, op bpf_<command>."""
     kind = OBJ_TYPES.get(rec["obj_type"], str(rec["obj_type"]))
     out = dict(ev, op="bpf_" + BPF_CMDS.get(rec["cmd"], str(rec["cmd"])),
