@@ -121,7 +121,7 @@ def test_a_runs_stats_carry_the_unknown_keys_count(tmp_path: Path) -> None:
 def test_every_windows_sample_keeps_the_contract() -> None:
     import hashlib
 
-    from ktriage.commands.ingest import FileReader
+    from ktriage.commands.ingest_read import FileReader
     from ktriage.detect.engine import Engine
     from ktriage.detect.rules import builtin_rules
     from ktriage.sources.reading import ReadLimits

@@ -3,6 +3,7 @@ every family, module and command in the architecture document, and the README's 
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import tempfile
@@ -59,7 +60,6 @@ def test_readme_commands_run_as_root_and_ask_sudo_otherwise(root: None) -> None:
 
 
 def test_no_two_classes_share_a_name() -> None:
-    import ast
     from collections import defaultdict
 
     where: dict[str, list[str]] = defaultdict(list)
@@ -68,3 +68,44 @@ def test_no_two_classes_share_a_name() -> None:
             if isinstance(node, ast.ClassDef):
                 where[node.name].append(str(path.relative_to(ROOT)))
     assert {name: files for name, files in where.items() if len(files) > 1} == {}
+
+
+def _module_imports(path: Path, package: Path) -> set[str]:
+    """The ktriage modules path imports at module level (inside `if TYPE_CHECKING:` too; not in functions)."""
+    found: set[str] = set()
+
+    def walk(nodes: list) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If):
+                walk(node.body + node.orelse)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ktriage."):
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names
+                             if (package.parent / Path(*node.module.split("."), f"{a.name}.py")).exists())
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("ktriage."))
+
+    walk(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_import_cycle_between_modules() -> None:
+    package = ROOT / "src" / "ktriage"
+    graph = {".".join(("ktriage", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__"):
+             _module_imports(p, package) for p in package.rglob("*.py")}
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(module, set()) - {module}):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                done.add(dep)
+                visit(dep, path + [dep])
+
+    for module in sorted(graph):
+        if module not in done:
+            done.add(module)
+            visit(module, [module])
+    assert cycles == []

@@ -21,8 +21,8 @@ import pytest
 from test_windows import DATA  # skips this module too when the samples are missing
 
 from conftest import ktriage
-from ktriage.commands.ingest import FileReader
 from ktriage.commands.ingest_pool import Job, ReaderPool
+from ktriage.commands.ingest_read import FileReader
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.sources.reading import ReadLimits

@@ -20,14 +20,27 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ktriage.broker.clients import BrokerClient
 from ktriage.broker.limits import BrokerLimits, Gate
 from ktriage.broker.protocol import MAX_FRAME, ProtocolError, encode, read_frame_within, wait_readable
 
-if TYPE_CHECKING:
-    from ktriage.broker.server import Broker
+
+class SocketHost(Protocol):
+    """What the socket side uses of the broker (server.Broker), so it needs nothing of the server."""
+
+    stopping: threading.Event
+
+    def handle(self, client: BrokerClient, frame: dict[str, Any], start_stream: Callable[[], None] | None = None
+               ) -> dict[str, Any]: ...
+
+    def allowed(self, pid: int, uid: int, gid: int) -> bool: ...
+
+    def new_client(self, uid: int) -> BrokerClient: ...
+
+    def drop_client(self, client: BrokerClient) -> None: ...
 
 log = logging.getLogger(__name__)
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -52,7 +65,7 @@ def _refuse(conn: socket.socket, error: ProtocolError) -> None:
 class Connection:
     """One peer: replies and pushed events share the socket under one lock."""
 
-    def __init__(self, conn: socket.socket, client: BrokerClient, broker: Broker) -> None:
+    def __init__(self, conn: socket.socket, client: BrokerClient, broker: SocketHost) -> None:
         self.conn, self.client, self.broker = conn, client, broker
         self.send_lock = threading.Lock()
 
@@ -109,7 +122,7 @@ class Connection:
 
 
 class UnixApi:
-    def __init__(self, broker: Broker, limits: BrokerLimits) -> None:
+    def __init__(self, broker: SocketHost, limits: BrokerLimits) -> None:
         self.broker, self.limits = broker, limits
         self.gate = Gate(limits.connections)
         self.accept_errors = 0

@@ -26,21 +26,19 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ktriage import __version__
+from ktriage.commands.ingest_read import Detected, FileReader, WorkerDied
 from ktriage.detect.engine import Engine
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import StoreError, UsageError
 from ktriage.pipeline.bus import Bus
-from ktriage.pipeline.detect import Detector
-from ktriage.pipeline.pipeline import Pipeline
 from ktriage.render import ingest_summary
 from ktriage.render.progress import Progress
 from ktriage.sources.reading import ReadLimits, printable
-from ktriage.sources.windows.logfile import FileResult, LogFileSource
+from ktriage.sources.windows.logfile import FileResult
 from ktriage.sources.windows.logs import SUFFIXES, RecordError
 from ktriage.store.access import database_errors, describe, open_store
 from ktriage.store.sink import StoreSink
@@ -102,46 +100,12 @@ def _refusal(path: Path, walked: bool) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class WorkerDied:
-    """The outcome of a file whose worker process died reading it (ingest_pool)."""
-
-    how: str  # e.g. "killed by SIGKILL"
-
-
-@dataclass
-class Detected:
-    """One file read: its result so far, its events in order and their detections (not stored yet)."""
-
-    result: FileResult
-    source: str
-    events: list[dict[str, Any]]
-    detections: list[dict[str, Any]]
-
-
 def _totals(results: list[FileResult]) -> Counter[str]:
     total: Counter[str] = Counter(files=len(results))
     for r in results:
         total.update(events=r.events, detections=r.detections, errors=r.error_count, skipped=int(r.skipped),
                      ingested=int(r.ingested), unreadable=int(not r.ingested and not r.skipped), unmapped=r.unmapped)
     return total
-
-
-class FileReader:
-    """Reads one file into events and detections without a store, so it runs in a worker process
-    as well as in the ingest's own: the file's source through the Windows rules, with fresh rule state
-    per file, so its detections do not depend on what else is read or where."""
-
-    def __init__(self, engine: Engine, limits: ReadLimits, progress: Progress | None = None) -> None:
-        """progress: counts records on the bar as they are read (only in the ingest's own process)."""
-        self.engine, self.limits, self.progress = engine, limits, progress
-
-    def detected(self, path: Path, sha: str) -> Detected:
-        """Never raises for what the file holds."""
-        source = LogFileSource(path, sha, self.limits, self.progress)
-        delivered = Pipeline(source, Detector(self.engine, fresh_per_source=True)).step(0)
-        events = delivered[:source.delivered]
-        return Detected(source.result, source.source, events, delivered[source.delivered:])
 
 
 def default_jobs() -> int:

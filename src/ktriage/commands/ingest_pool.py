@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ktriage.commands.ingest import Detected, FileReader, WorkerDied
+from ktriage.commands.ingest_read import Detected, FileReader, WorkerDied
 
 _reader: FileReader | None = None  # the worker's own, inherited at fork
 
