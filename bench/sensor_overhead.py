@@ -108,9 +108,9 @@ def _total(phases: dict[str, dict], mode: str) -> float:
 
 def pipeline(count: int) -> dict:
     from ktriage.pipeline.bus import Bus
-    from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
-    from ktriage.sensor.procs import ProcessTable
     from ktriage.sensor.sensor import Sensor, SensorOptions
+    from ktriage.sources.linux.decode import Decoder, boot_to_epoch_offset
+    from ktriage.sources.linux.procs import ProcessTable
     from ktriage.store.sqlite import SqliteStore
 
     with tempfile.TemporaryDirectory(prefix="ktriage-bench-") as tmp:

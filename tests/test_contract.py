@@ -239,7 +239,7 @@ def test_the_integrity_drift_and_its_clearing_keep_the_contract() -> None:
 
 
 def _stopped(pid: int, timeout: float = 5) -> None:
-    from ktriage.sensor.procs import state_and_start
+    from ktriage.sources.linux.procs import state_and_start
 
     deadline = time.monotonic() + timeout
     while (found := state_and_start(pid)) is not None and found[0] not in "Tt":
@@ -286,8 +286,8 @@ def test_the_watchdogs_detections_keep_the_contract(root: None, tmp_path: Path) 
 
 @pytest.mark.root
 def test_the_recoverys_detections_keep_the_contract(root: None, tmp_path: Path) -> None:
-    from ktriage.sensor.procs import state_and_start
     from ktriage.sensor.sigmarks import open_reader
+    from ktriage.sources.linux.procs import state_and_start
     from ktriage.sources.linux.recovery import unclosed_runs
 
     gone = subprocess.Popen(["/bin/sleep", "60"])

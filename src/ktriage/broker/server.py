@@ -36,9 +36,9 @@ from ktriage.broker.unix import UnixApi
 from ktriage.errors import BpfError, UsageError
 from ktriage.pipeline.bus import Bus, Row
 from ktriage.pipeline.pipeline import Pipeline
-from ktriage.sensor.procs import read_exe, trees
 from ktriage.sensor.sensor import SensorOptions
 from ktriage.sources.linux.live import POLL_MS, Live, LiveSource, live_pipeline, require_root
+from ktriage.sources.linux.procs import read_exe, trees
 from ktriage.store.access import Store, database_errors, describe, open_store
 from ktriage.store.forwarder import Forwarder
 from ktriage.store.writer import StoreWriter

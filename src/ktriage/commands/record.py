@@ -26,9 +26,9 @@ from ktriage.pipeline.bus import Renderer, Row
 from ktriage.pipeline.pipeline import Pipeline
 from ktriage.pipeline.stop import StopFlag, stop_on_signals
 from ktriage.render.detections import alert_line
-from ktriage.sensor.procs import state_and_start
 from ktriage.sensor.sensor import ALL_FAMILIES, SensorOptions
 from ktriage.sources.linux.live import POLL_MS, Live, LiveSource, check_pids, live_pipeline, require_root
+from ktriage.sources.linux.procs import state_and_start
 from ktriage.sources.linux.recovery import unclosed_runs
 from ktriage.sources.linux.watchdog import WatchdogProcess
 from ktriage.store.access import DB_ERRORS, Store, describe, open_store

@@ -23,11 +23,11 @@ from ktriage.model.families import KERNEL_FAMILIES
 from ktriage.pipeline.bus import Bus, Row
 from ktriage.pipeline.detect import Detector
 from ktriage.pipeline.pipeline import Pipeline
-from ktriage.sensor.decode import Decoder, boot_to_epoch_offset
 from ktriage.sensor.guard import StateGuard
-from ktriage.sensor.procs import ProcessTable, descendants
 from ktriage.sensor.sensor import Sensor, SensorOptions, calibrate_created_bit
 from ktriage.sensor.sigmarks import MarkReader, open_reader
+from ktriage.sources.linux.decode import Decoder, boot_to_epoch_offset
+from ktriage.sources.linux.procs import ProcessTable, descendants
 
 
 def require_root(what: str) -> None:

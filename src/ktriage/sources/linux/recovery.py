@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from ktriage.detect.tamper import death_reason, detection, last_fatal, mark_evidence
 from ktriage.model.event import Event
-from ktriage.sensor.procs import is_same_process
 from ktriage.sensor.sigmarks import MarkReader, SignalMark
+from ktriage.sources.linux.procs import is_same_process
 from ktriage.store.access import Store
 
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from ktriage.detect.tamper import death_reason, detection, last_fatal, mark_evidence
 from ktriage.errors import KtriageError
-from ktriage.sensor.procs import read_ppid, state_and_start
 from ktriage.sensor.sigmarks import STOP_SIGNALS, MarkReader, SignalMark, boot_now, open_reader
+from ktriage.sources.linux.procs import read_ppid, state_and_start
 from ktriage.store.access import DB_ERRORS, Store, open_store
 
 COMM = b"ktriage-wd"

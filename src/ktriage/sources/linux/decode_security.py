@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from ktriage.model.event import Event
 from ktriage.sensor.layouts import ACCESS_OPS, API_OPS, BPF_CMDS, MEMORY_OPS, MODULE_OPS, OBJ_TYPES, RIGHTS, SIGNAL_OPS
-from ktriage.sensor.origin import MapsCache, decode_origin, prot_text
-from ktriage.sensor.procs import ProcessTable, tgid_of
+from ktriage.sources.linux.origin import MapsCache, decode_origin, prot_text
+from ktriage.sources.linux.procs import ProcessTable, tgid_of
 
 
 class Enricher(Protocol):

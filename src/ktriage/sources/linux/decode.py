@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ktriage.model.event import Event
-from ktriage.sensor import decode_security
 from ktriage.sensor.layouts import BY_KIND, FILE_OPS, IMAGE_HOW, NET_OPS, Layout
-from ktriage.sensor.origin import MapsCache
-from ktriage.sensor.procs import ProcessTable
+from ktriage.sources.linux import decode_security
+from ktriage.sources.linux.origin import MapsCache
+from ktriage.sources.linux.procs import ProcessTable
 
 log = logging.getLogger(__name__)
 
