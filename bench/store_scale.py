@@ -24,13 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ktriage.store.access import open_readonly, open_store  # noqa: E402
+from ktriage.store.access import open_store  # noqa: E402
+from ktriage.store.readonly import open_readonly  # noqa: E402
 from pgserver import PgServer  # noqa: E402
 
 FAMILIES = ("file",) * 5 + ("image",) * 2 + ("process", "network", "memory")
-TIMELINE = " UNION ALL ".join(
-    f"SELECT '{t}' AS family, ts, seq FROM {t} WHERE host = ? AND pid = ?" for t in sorted(set(FAMILIES)))
-TIMELINE = f"SELECT * FROM ({TIMELINE}) AS t ORDER BY ts DESC LIMIT 1000"
+
+
+def timeline_sql(p: str) -> str:
+    """One host's process's newest 1000 events of every family; p: the connection's parameter marker."""
+    union = " UNION ALL ".join(
+        f"SELECT '{t}' AS family, ts, seq FROM {t} WHERE host = {p} AND pid = {p}" for t in sorted(set(FAMILIES)))
+    return f"SELECT * FROM ({union}) AS t ORDER BY ts DESC LIMIT 1000"
 
 
 def events(n: int, hosts: int, start: int = 0):
@@ -61,7 +66,7 @@ def timeline_ms(target: str, hosts: int) -> float:
     for _ in range(50):
         args = (f"host-{rnd.randrange(hosts):03d}", rnd.randrange(1, 20000))
         t = time.perf_counter()
-        db.execute(TIMELINE, args * len(set(FAMILIES))).fetchall()
+        db.all(timeline_sql(db.param), args * len(set(FAMILIES)))
         times.append((time.perf_counter() - t) * 1000)
     db.close()
     return statistics.median(times)

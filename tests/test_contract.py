@@ -148,7 +148,7 @@ def test_every_windows_sample_keeps_the_contract() -> None:
 def test_the_replay_fixtures_and_replays_detections_keep_the_contract(tmp_path: Path) -> None:
     from ktriage.detect.rules import builtin_rules
     from ktriage.sources.replay import jsonl_events, replay, stored_events
-    from ktriage.store.access import open_readonly
+    from ktriage.store.readonly import open_readonly
 
     written: list[dict[str, Any]] = []
     read: list[dict[str, Any]] = []

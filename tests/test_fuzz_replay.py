@@ -15,7 +15,7 @@ import pytest
 from ktriage.detect.rules import builtin_rules
 from ktriage.errors import UsageError
 from ktriage.sources.replay import jsonl_events, replay, stored_events
-from ktriage.store.access import open_readonly
+from ktriage.store.readonly import open_readonly
 from ktriage.store.sqlite import SqliteStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "replay"

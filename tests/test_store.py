@@ -14,8 +14,9 @@ import pytest
 from conftest import ktriage
 from ktriage.errors import StoreError
 from ktriage.store import schema
-from ktriage.store.access import open_readonly, open_store
+from ktriage.store.access import open_store
 from ktriage.store.postgres import is_postgres
+from ktriage.store.readonly import open_readonly
 
 
 def _raw(target: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -23,13 +24,27 @@ from ktriage.render.rows import FORMATS
 log = logging.getLogger("ktriage")
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (none) or more")
     return value
 
 
@@ -178,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
-    q.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only, 30 s limit)")
+    q.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only)")
+    q.add_argument("--time-limit", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="stop the statement once the database has spent this long on it (default 30; 0: none)")
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("sql", help="the SQL statement")
     return p

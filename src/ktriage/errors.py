@@ -39,3 +39,7 @@ class StoreError(KtriageError):
     """The database cannot be opened, created or migrated."""
 
     exit_code = 5
+
+
+class ReadStopped(StoreError):
+    """A read reached its time limit (the same words for SQLite and PostgreSQL)."""

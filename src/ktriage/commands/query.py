@@ -7,11 +7,12 @@ import sys
 
 from ktriage.errors import StoreError, UsageError
 from ktriage.render.rows import write_rows
-from ktriage.store.access import database_errors, open_readonly
+from ktriage.store.access import database_errors
+from ktriage.store.readonly import open_readonly
 
 
 def main(args: argparse.Namespace) -> int:
-    db = open_readonly(args.db)
+    db = open_readonly(args.db, args.time_limit or None)
     try:
         cur = db.execute(args.sql)
     except database_errors() as exc:
@@ -19,7 +20,7 @@ def main(args: argparse.Namespace) -> int:
     columns = [d[0] for d in cur.description or ()]
     if columns:
         try:
-            write_rows(sys.stdout, args.format, columns, cur)
+            write_rows(sys.stdout, args.format, columns, db.rows(cur))
         except database_errors() as exc:
             raise StoreError(f"query failed while reading rows: {exc}") from exc
     return 0

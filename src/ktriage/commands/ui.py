@@ -9,7 +9,8 @@ import sys
 import uvicorn
 
 from ktriage.errors import StoreError, UsageError
-from ktriage.store.access import database_errors, open_readonly
+from ktriage.store.access import database_errors
+from ktriage.store.readonly import open_readonly
 from ktriage.store.sqlguard import limit_process_heap
 from ktriage.ui.api import create_app
 from ktriage.ui.sqlbox import refusal

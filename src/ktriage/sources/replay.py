@@ -22,7 +22,8 @@ from ktriage.model.families import FAMILIES
 from ktriage.pipeline.bus import Renderer, Row
 from ktriage.pipeline.detect import Detector
 from ktriage.pipeline.pipeline import Pipeline
-from ktriage.store.access import ReadOnly
+from ktriage.store.readonly import ReadOnly
+from ktriage.store.reads import stored_rows
 
 
 def by_source(events: Iterable[Event]) -> Iterator[list[Event]]:
@@ -39,15 +40,10 @@ def stored_events(db: ReadOnly) -> Iterator[Event]:
     for family in FAMILIES:
         if family == "detection" or family not in tables:
             continue
-        cur = db.execute(f"SELECT * FROM {family}")  # identifiers from our own model
-        names = [d[0] for d in cur.description]
-        for row in cur:
-            ev = dict(zip(names, row))
-            ev["family"] = family
+        for row_id, ev in stored_rows(db, family):
             wrong = problem(ev, typed=False)
             if wrong:  # a database is evidence too: someone else may have made it
-                raise UsageError(f"{db.name}: {family} row {ev['id']}: not an event: {wrong}")
-            del ev["id"]
+                raise UsageError(f"{db.name}: {family} row {row_id}: not an event: {wrong}")
             yield ev
 
 

@@ -1,4 +1,4 @@
-"""Open a store for writing, or a database for reading, by path or URL:
+"""Open a store for writing by path or URL (reading: store/readonly.py):
 ``postgresql://…`` is PostgreSQL, anything else a SQLite file.
 
 The PostgreSQL driver is loaded only for a ``postgresql://`` target (a SQLite ingest
@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ktriage.errors import StoreError
 from ktriage.store.sqlite import SqliteStore
-from ktriage.store.sqlite import open_readonly as sqlite_readonly
-from ktriage.store.targets import is_postgres, redact
-
-READ_TIMEOUT_MS = 30_000
+from ktriage.store.targets import is_postgres
 
 
 def database_errors() -> tuple[type[Exception], ...]:
@@ -74,60 +69,3 @@ def open_store(target: str) -> Store:
 
         return PostgresStore(target)
     return SqliteStore(target)
-
-
-class ReadOnly:
-    """A read-only connection with one parameter style (``?``) for both databases.
-
-    SQLite: opened read-only, guarded by an authorizer (store/sqlguard.py). PostgreSQL: every
-    transaction is READ ONLY and statements stop after READ_TIMEOUT_MS (set_time_limit changes both)."""
-
-    def __init__(self, target: str) -> None:
-        self.postgres = is_postgres(target)
-        self.name = redact(target)
-        self._time_limit_s: float | None = None
-        self._deadline = 0.0
-        if self.postgres:
-            from ktriage.store.postgres import connect
-
-            self.conn: Any = connect(target, autocommit=True)
-            self.conn.read_only = True
-            self.conn.execute("SET default_transaction_read_only = on")
-            self.conn.execute(f"SET statement_timeout = {READ_TIMEOUT_MS}")
-        else:
-            self.conn = sqlite_readonly(target)
-
-    def set_time_limit(self, seconds: float) -> None:
-        """Stop each later statement (with the rows read from it) after seconds."""
-        self._time_limit_s = seconds
-        if self.postgres:
-            self.conn.execute(f"SET statement_timeout = {int(seconds * 1000)}")
-        else:
-            self.conn.set_progress_handler(self._past_deadline, 10_000)
-
-    def _past_deadline(self) -> int:
-        return int(time.monotonic() > self._deadline)
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self._time_limit_s is not None:
-            self._deadline = time.monotonic() + self._time_limit_s
-        if self.postgres:
-            sql = sql.replace("%", "%%").replace("?", "%s") if params else sql
-        return self.conn.execute(sql, params) if params else self.conn.execute(sql)
-
-    def tables(self) -> set[str]:
-        if self.postgres:
-            rows = self.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-        else:
-            rows = self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {r[0] for r in rows}
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def open_readonly(target: str) -> ReadOnly:
-    try:
-        return ReadOnly(target)
-    except database_errors() as exc:
-        raise StoreError(f"{redact(target)}: {exc}") from exc

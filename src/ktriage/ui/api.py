@@ -27,9 +27,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ktriage.errors import StoreError
+from ktriage.errors import ReadStopped, StoreError
 from ktriage.render.preview import Preview
-from ktriage.store.access import DB_ERRORS, ReadOnly, open_readonly
+from ktriage.store import reads
+from ktriage.store.access import DB_ERRORS
+from ktriage.store.readonly import ReadOnly, open_readonly
 from ktriage.ui import queries, sqlbox
 from ktriage.ui.guard import RequestGuard, allowed_hosts
 from ktriage.ui.replies import error, ok
@@ -85,18 +87,18 @@ class Api:
         self._sql_slots = threading.BoundedSemaphore(SQL_AT_ONCE)
 
     def _open(self) -> ReadOnly:
-        db = open_readonly(self.db)
-        db.set_time_limit(API_TIME_LIMIT_S)
+        db = open_readonly(self.db, API_TIME_LIMIT_S)
         if not db.postgres:
             db.conn.text_factory = lenient_text
         return db
 
     def detections(self, request: Request) -> Any:
         with queries.connection(self._open()) as db:
-            return queries.detections(db, min_severity=_int(request, "min_severity", 1, 0, 100),
-                                      name=_text(request, "name") or None, host=_text(request, "host") or None,
-                                      pid=_int(request, "pid"), since=_int(request, "since"),
-                                      until=_int(request, "until"), limit=_int(request, "limit", 200, 1, 1000))
+            which = reads.DetectionFilter(
+                min_severity=_int(request, "min_severity", 1, 0, 100), name=_text(request, "name") or None,
+                host=_text(request, "host") or None, pid=_int(request, "pid"), since=_int(request, "since"),
+                until=_int(request, "until"))
+            return queries.detections(db, which, limit=_int(request, "limit", 200, 1, 1000))
 
     def detection(self, request: Request) -> Any:
         ident = _text(request, "id")
@@ -157,9 +159,10 @@ def _failure(exc: Exception) -> Response:
         return error(403, "sql_disabled", str(exc))
     if isinstance(exc, sqlbox.SqlFailed):
         return error(400, "query_failed", str(exc))
+    if isinstance(exc, ReadStopped):
+        return error(400, "query_failed", str(exc))
     if isinstance(exc, DB_ERRORS):
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return error(400, "query_failed", "query stopped at the time limit" if "interrupted" in text else text)
+        return error(400, "query_failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     if isinstance(exc, StoreError):
         return error(503, "store_unavailable", str(exc))
     log.error("internal error in the UI API", exc_info=exc)

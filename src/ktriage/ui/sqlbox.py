@@ -21,8 +21,9 @@ from typing import Any
 
 import psycopg
 
+from ktriage.errors import ReadStopped
 from ktriage.store import pgguard, sqlguard
-from ktriage.store.access import ReadOnly
+from ktriage.store.readonly import ReadOnly, stopped_message
 from ktriage.ui.values import jsonable, size
 
 PG_BATCH = 100
@@ -79,10 +80,6 @@ def _collect(columns: list[str], rows: Iterable[Any], limits: SqlLimits) -> dict
             "byte_limit": limits.reply_bytes}
 
 
-def _time_limit(limits: SqlLimits) -> str:
-    return f"query stopped after {limits.seconds:g} s (the SQL box's time limit)"
-
-
 # SQLite ----------------------------------------------------------------------------------------------------------
 
 def _run_sqlite(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
@@ -96,7 +93,9 @@ def _run_sqlite(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
     try:
         cur = db.execute(sql)
         columns = [d[0] for d in cur.description or ()]
-        return _collect(columns, cur if columns else (), limits)
+        return _collect(columns, db.rows(cur) if columns else (), limits)
+    except ReadStopped as exc:
+        raise SqlFailed(str(exc)) from exc
     except sqlite3.Error as exc:
         raise SqlFailed(_sqlite_reason(exc, printf.refused, limits)) from exc
     except MemoryError as exc:  # SQLite's heap limit (sqlguard.limit_process_heap) reached
@@ -107,8 +106,6 @@ def _run_sqlite(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
 
 def _sqlite_reason(exc: sqlite3.Error, printf_refused: str | None, limits: SqlLimits) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "interrupted" in text:
-        return _time_limit(limits)
     if "user-defined function raised exception" in text and printf_refused:
         return printf_refused
     if text in ("not authorized", "authorization denied") or "too many attached" in text:
@@ -133,7 +130,7 @@ def _run_postgres(db: ReadOnly, sql: str, limits: SqlLimits) -> dict[str, Any]:
             columns = [d.name for d in cur.description or ()]
             return _collect(columns, _batches(cur, started, limits), limits)
     except psycopg.errors.QueryCanceled as exc:
-        raise SqlFailed(_time_limit(limits)) from exc
+        raise SqlFailed(stopped_message(limits.seconds)) from exc
     except psycopg.Error as exc:
         raise SqlFailed(str(exc).strip().splitlines()[0] or type(exc).__name__) from exc
 
@@ -142,7 +139,7 @@ def _batches(cur: Any, started: float, limits: SqlLimits) -> Iterator[Any]:
     """The cursor's rows, fetched PG_BATCH at a time, stopped at the time limit (each FETCH has its own)."""
     while True:
         if time.monotonic() - started > limits.seconds:
-            raise SqlFailed(_time_limit(limits))
+            raise SqlFailed(stopped_message(limits.seconds))
         batch = cur.fetchmany(PG_BATCH)
         if not batch:
             return
