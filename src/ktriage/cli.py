@@ -113,12 +113,7 @@ def _fleet_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host-id", help="the host name written on every row (default: this host's name)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
-    p.add_argument("--version", action="version", version=f"ktriage {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
-    sub = p.add_subparsers(dest="verb", required=True)
-
+def _record_parser(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("record", help="record this host's kernel events into a database")
     rec.add_argument("--db", default="ktriage.db",
                      help="SQLite file or postgresql:// URL (created or migrated, never dropped)")
@@ -134,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(rec)
     _fleet_options(rec)
 
+
+def _watch_parser(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("watch", help="render a process and its children live (seed preview layout or JSON lines)",
                        usage="ktriage watch [options] (--pid PID [PID ...] | -- COMMAND [ARGS ...])")
     w.add_argument("--pid", type=int, nargs="+", default=[], metavar="PID", help="processes to watch")
@@ -143,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(w)
     w.add_argument("command", nargs=argparse.REMAINDER, help="a command to launch and watch (after --)")
 
+
+def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("ingest", help="ingest Windows event logs (EVTX, OTRF/Winlogbeat JSON) and detect",
                        description="Exit status: 0 when everything was read, 6 when something could not be "
                                    "(each unreadable part is reported; what could be read is stored).")
@@ -156,15 +155,21 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="worker processes reading files in parallel (default: the CPUs; 1: all in this process)")
 
+
+def _prune_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("prune", help="retention: delete events older than N days")
     pr.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
     pr.add_argument("--older-than", type=_positive_float, required=True, metavar="DAYS")
 
+
+def _detections_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("detections", help="list the detections stored in a database")
     d.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL")
     d.add_argument("--format", choices=("table", "jsonl"), default="table")
     d.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
 
+
+def _detect_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("detect", help="run the detection rules over stored or recorded events (replay)")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--db", help="a database recorded by ktriage (SQLite file or postgresql:// URL)")
@@ -172,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("table", "jsonl"), default="table")
     r.add_argument("--min-severity", type=int, default=1, metavar="N", help="only severity N and above")
 
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
     sv = sub.add_parser("serve", help="run the broker: sensor, engine, store and client API (Unix socket, HTTP)")
     sv.add_argument("--db", help="also record every subscribed event (SQLite file or postgresql:// URL)")
     sv.add_argument("--socket", default="/run/ktriage/broker.sock", help="Unix socket path (mode 0660)")
@@ -186,18 +193,42 @@ def _parser() -> argparse.ArgumentParser:
                          "free an HTTP client without requests or a stream for this long (default 300)")
     _fleet_options(sv)
 
+
+def _ui_parser(sub: argparse._SubParsersAction) -> None:
     ui = sub.add_parser("ui", help="serve the web triage UI for a database, on loopback")
     ui.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only)")
-    ui.add_argument("--listen", default="127.0.0.1:8780", metavar="HOST:PORT", help="loopback address (default 127.0.0.1:8780)")
+    ui.add_argument("--listen", default="127.0.0.1:8780", metavar="HOST:PORT",
+                    help="loopback address (default 127.0.0.1:8780)")
 
+
+def _selftest_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("selftest", help="prove the sensor and detections on this host with real, self-cleaning attacks")
 
+
+def _query_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("query", help="run a read-only SQL query on a database")
     q.add_argument("--db", default="ktriage.db", help="SQLite file or postgresql:// URL (read-only)")
     q.add_argument("--time-limit", type=_seconds, default=30.0, metavar="SECONDS",
                    help="stop the statement once the database has spent this long on it (default 30; 0: none)")
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("sql", help="the SQL statement")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ktriage", description="Kernel telemetry for threat triage.")
+    p.add_argument("--version", action="version", version=f"ktriage {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    sub = p.add_subparsers(dest="verb", required=True)
+    _record_parser(sub)
+    _watch_parser(sub)
+    _ingest_parser(sub)
+    _prune_parser(sub)
+    _detections_parser(sub)
+    _detect_parser(sub)
+    _serve_parser(sub)
+    _ui_parser(sub)
+    _selftest_parser(sub)
+    _query_parser(sub)
     return p
 
 
